@@ -1,0 +1,79 @@
+"""The totesys source database: its exact schema, the real-sample loader, a synthetic generator
+and a live change simulator (used by the demo, the tests and the benchmarks)."""
+
+from __future__ import annotations
+
+import io
+from importlib import resources
+
+import polars as pl
+import psycopg
+from psycopg import sql
+
+from totesys_platform.catalog import SOURCE_TABLES, SOURCE_TABLES_BY_NAME
+
+# Insert order that satisfies the foreign keys.
+LOAD_ORDER = (
+    "address",
+    "counterparty",
+    "currency",
+    "department",
+    "design",
+    "staff",
+    "payment_type",
+    "sales_order",
+    "purchase_order",
+    "transaction",
+    "payment",
+)
+assert sorted(LOAD_ORDER) == sorted(t.name for t in SOURCE_TABLES)
+
+
+def schema_sql() -> str:
+    return resources.files(__package__).joinpath("schema.sql").read_text()
+
+
+def create_schema(conn: psycopg.Connection, *, replace: bool = False) -> None:
+    """Create the totesys tables (and _prisma_migrations); with replace, drop them first."""
+    if replace:
+        drop = ", ".join(f'"{name}"' for name in (*LOAD_ORDER, "_prisma_migrations"))
+        conn.execute(f"DROP TABLE IF EXISTS {drop} CASCADE")  # names from the catalog only
+        conn.execute('DROP TYPE IF EXISTS "PaymentTypeName", "TransactionType"')
+    conn.execute(schema_sql())
+    conn.execute(
+        "INSERT INTO _prisma_migrations (id, checksum, finished_at, migration_name, applied_steps_count) "
+        "VALUES (%s, %s, now(), %s, 1)",
+        ("b3b9c7a0-0000-4000-8000-000000000001", "0" * 64, "20221019134841_create_initial_tables"),
+    )
+
+
+def copy_frame(conn: psycopg.Connection, table: str, frame: pl.DataFrame) -> int:
+    """Bulk-load a frame (columns named as the table's) with COPY ... FROM STDIN (CSV)."""
+    if frame.is_empty():
+        return 0
+    buffer = io.BytesIO()
+    # Quoting every non-null string keeps '' distinct from NULL (an unquoted empty field).
+    frame.write_csv(buffer, include_header=False, quote_style="non_numeric", null_value="")
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in frame.columns)
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(sql.Identifier(table), columns)
+    with conn.cursor().copy(statement) as copy:
+        copy.write(buffer.getbuffer())
+    return frame.height
+
+
+def reset_sequences(conn: psycopg.Connection) -> None:
+    """Move every primary-key sequence past the loaded ids, as the real serial columns would be."""
+    for name in LOAD_ORDER:
+        pk = SOURCE_TABLES_BY_NAME[name].primary_key
+        conn.execute(
+            sql.SQL("SELECT setval(pg_get_serial_sequence({t}, {c}), COALESCE(max({ci}), 0) + 1, false) FROM {ti}").format(
+                t=sql.Literal(name), c=sql.Literal(pk), ci=sql.Identifier(pk), ti=sql.Identifier(name)
+            )
+        )
+
+
+def table_counts(conn: psycopg.Connection) -> dict[str, int]:
+    return {
+        name: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(name))).fetchone()[0]
+        for name in LOAD_ORDER
+    }
