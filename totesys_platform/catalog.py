@@ -266,6 +266,10 @@ class WarehouseTable:
     accepted_values: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Spec ranges (ERD notes) that are reported as warnings, never enforced.
     expected_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # Facts: warehouse column -> source column where the name changes.
+    renames: dict[str, str] = field(default_factory=dict)
+    # Facts: columns whose non-positive values are impossible (such rows are quarantined).
+    positive_columns: tuple[str, ...] = ()
 
     @property
     def is_fact(self) -> bool:
@@ -290,6 +294,15 @@ class WarehouseTable:
     @property
     def foreign_keys(self) -> tuple[WarehouseColumn, ...]:
         return tuple(c for c in self.columns if c.references)
+
+    @property
+    def source(self) -> SourceTable:
+        """The single source table of a fact or delta dimension."""
+        return SOURCE_TABLES_BY_NAME[self.sources[0]]
+
+    @property
+    def referenced_dimensions(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(c.references for c in self.foreign_keys if c.references))
 
 
 _FACT_STAMPS = (
@@ -396,9 +409,7 @@ WAREHOUSE_TABLES: tuple[WarehouseTable, ...] = (
         _wcols(("payment_type_id", "integer"), ("payment_type_name", "varchar")),
         ("payment_type",),
         "Payment type dimension: latest version of each payment type.",
-        accepted_values={
-            "payment_type_name": ("SALES_RECEIPT", "SALES_REFUND", "PURCHASE_PAYMENT", "PURCHASE_REFUND")
-        },
+        accepted_values={"payment_type_name": ("SALES_RECEIPT", "SALES_REFUND", "PURCHASE_PAYMENT", "PURCHASE_REFUND")},
     ),
     WarehouseTable(
         "dim_transaction",
@@ -436,6 +447,8 @@ WAREHOUSE_TABLES: tuple[WarehouseTable, ...] = (
         "Sales order facts: one row per version of each sales order (full history).",
         surrogate_key="sales_record_id",
         expected_ranges={"units_sold": (1000, 100000), "unit_price": (2.0, 4.0)},
+        renames={"sales_staff_id": "staff_id"},
+        positive_columns=("units_sold", "unit_price"),
     ),
     WarehouseTable(
         "fact_purchase_order",
@@ -459,6 +472,7 @@ WAREHOUSE_TABLES: tuple[WarehouseTable, ...] = (
         "Purchase order facts: one row per version of each purchase order (full history).",
         surrogate_key="purchase_record_id",
         expected_ranges={"item_quantity": (1, 1000), "item_unit_price": (1.0, 1000.0)},
+        positive_columns=("item_quantity", "item_unit_price"),
     ),
     WarehouseTable(
         "fact_payment",

@@ -79,7 +79,9 @@ def typed(frame: pl.DataFrame, table: SourceTable) -> pl.DataFrame:
     return frame.with_columns(pl.col(name).cast(dtype) for name, dtype in table.schema.items())
 
 
-def extract_chunks(cursor, table: SourceTable, extra: list[str], since: str | None, chunk_rows: int) -> Iterator[pl.DataFrame]:
+def extract_chunks(
+    cursor, table: SourceTable, extra: list[str], since: str | None, chunk_rows: int
+) -> Iterator[pl.DataFrame]:
     if since is not None:
         cursor.execute("SELECT set_config('totesys.since', $1, true)", parameters=(since,))
         cursor.fetchall()
@@ -115,7 +117,9 @@ def ingested_since(zone: LakeZone, table: SourceTable, since: dt.datetime) -> pl
     return frame.filter(pl.col(table.cursor) >= since)
 
 
-def ingest_table(cursor, zone: LakeZone, table: SourceTable, *, run_id: str, lookback: dt.timedelta, chunk_rows: int) -> IngestResult:
+def ingest_table(
+    cursor, zone: LakeZone, table: SourceTable, *, run_id: str, lookback: dt.timedelta, chunk_rows: int
+) -> IngestResult:
     """Extract the table's new row versions into one new batch (no batch when there are none)."""
     started = time.perf_counter()
     actual = source_columns(cursor, table.name)
@@ -135,7 +139,9 @@ def ingest_table(cursor, zone: LakeZone, table: SourceTable, *, run_id: str, loo
     newest: list[dt.datetime] = [dt.datetime.fromisoformat(previous)] if previous else []
 
     def fresh_chunks() -> Iterator[pl.DataFrame]:
-        for chunk in extract_chunks(cursor, table, extra, since_dt.strftime(STAMP_FORMAT) if since_dt else None, chunk_rows):
+        for chunk in extract_chunks(
+            cursor, table, extra, since_dt.strftime(STAMP_FORMAT) if since_dt else None, chunk_rows
+        ):
             if seen is not None and seen.height:
                 before = chunk.height
                 chunk = chunk.join(seen, on=[table.primary_key, table.cursor], how="anti")

@@ -102,9 +102,7 @@ class Settings:
         return {
             "home": str(self.home),
             "source": redact_url(self.source_url) if self.source_url else f"{EMBEDDED} (totesys)",
-            "warehouse": redact_url(self.warehouse_url)
-            if self.warehouse_url
-            else f"{EMBEDDED} (warehouse)",
+            "warehouse": redact_url(self.warehouse_url) if self.warehouse_url else f"{EMBEDDED} (warehouse)",
             "warehouse schema": self.warehouse_schema,
             "ingestion zone": self.ingestion_url,
             "processed zone": self.processed_url,

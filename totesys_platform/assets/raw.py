@@ -4,8 +4,6 @@ All selected tables are read in one step inside one REPEATABLE READ snapshot, so
 transaction and payment committed with it are always ingested together (no dangling references).
 """
 
-from __future__ import annotations
-
 import contextlib
 import datetime as dt
 
@@ -65,7 +63,10 @@ def build_raw_assets(*, lookback_seconds: int, chunk_rows: int, **spec_kwargs) -
         description="Extract new row versions of the selected totesys tables, in one consistent snapshot.",
     )
     def raw_totesys_tables(
-        context: dg.AssetExecutionContext, config: RawIngestConfig, source_db: PostgresResource, ingestion_zone: LakeZone
+        context: dg.AssetExecutionContext,
+        config: RawIngestConfig,
+        source_db: PostgresResource,
+        ingestion_zone: LakeZone,
     ):
         ingestion_zone.check_reachable()
         selected = [t for t in SOURCE_TABLES if raw_key(t.name) in context.selected_asset_keys]
@@ -73,7 +74,11 @@ def build_raw_assets(*, lookback_seconds: int, chunk_rows: int, **spec_kwargs) -
         with source_snapshot(source_db) as cursor:
             for table in selected:
                 result = ingest_table(
-                    cursor, ingestion_zone, table, run_id=context.run_id, lookback=lookback,
+                    cursor,
+                    ingestion_zone,
+                    table,
+                    run_id=context.run_id,
+                    lookback=lookback,
                     chunk_rows=config.chunk_rows or chunk_rows,
                 )
                 context.log.info(f"raw/{table.name}: {result.rows} new row versions in {result.seconds:.2f}s")

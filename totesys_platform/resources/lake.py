@@ -56,28 +56,32 @@ class LakeZone(dg.ConfigurableResource):
             fs.invalidate_cache()
             present = fs.exists(bucket)
         except Exception as err:  # s3fs wraps botocore errors in many types
-            raise ZoneUnavailableError(f"{self.zone_name} zone {self.url}: cannot reach bucket {bucket!r}: {err}") from err
+            raise ZoneUnavailableError(
+                f"{self.zone_name} zone {self.url}: cannot reach bucket {bucket!r}: {err}"
+            ) from err
         if not present:
             raise ZoneUnavailableError(f"{self.zone_name} zone {self.url}: bucket {bucket!r} does not exist")
 
     @staticmethod
     def new_key(dataset: str, run_id: str, now: dt.datetime | None = None) -> str:
-        now = now or dt.datetime.now(dt.timezone.utc)
+        now = now or dt.datetime.now(dt.UTC)
         return f"{dataset}/{now:%Y/%m/%d}/{now:%Y%m%dT%H%M%S%f}Z-{run_id[:8]}.parquet"
 
     # --- writing ----------------------------------------------------------------------------
 
-    def write(self, key: str, chunks: Iterable[pl.DataFrame], metadata: dict | None = None) -> int:
+    def write(self, key: str, chunks: Iterable[pl.DataFrame], metadata=None, *, exist_ok: bool = False) -> int:
         """Write the chunks as one Parquet file at key (row group per chunk); returns rows written.
 
         `metadata` may be a dict or a callable returning one after the chunks are consumed (so it
         can describe what was written). Nothing is written for zero rows, except with an explicit
-        empty frame as the only chunk (a marker that inputs were consumed).
+        empty frame as the only chunk (a marker that inputs were consumed). With exist_ok, an
+        existing file at key (written by an interrupted run under a deterministic key) is kept.
         """
-        self.check_reachable()
         fs, root = self._fs()
         target = f"{root}/{key}"
         if fs.exists(target):
+            if exist_ok:
+                return 0
             raise FileExistsError(f"{self.zone_name} zone is immutable: {self.uri(key)} already exists")
         rows, writer, wrote_any = 0, None, False
         with tempfile.TemporaryDirectory(prefix="totesys-") as tmp:

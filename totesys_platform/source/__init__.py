@@ -66,9 +66,9 @@ def reset_sequences(conn: psycopg.Connection) -> None:
     for name in LOAD_ORDER:
         pk = SOURCE_TABLES_BY_NAME[name].primary_key
         conn.execute(
-            sql.SQL("SELECT setval(pg_get_serial_sequence({t}, {c}), COALESCE(max({ci}), 0) + 1, false) FROM {ti}").format(
-                t=sql.Literal(name), c=sql.Literal(pk), ci=sql.Identifier(pk), ti=sql.Identifier(name)
-            )
+            sql.SQL(
+                "SELECT setval(pg_get_serial_sequence({t}, {c}), COALESCE(max({ci}), 0) + 1, false) FROM {ti}"
+            ).format(t=sql.Literal(name), c=sql.Literal(pk), ci=sql.Identifier(pk), ti=sql.Identifier(name))
         )
 
 

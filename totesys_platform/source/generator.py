@@ -20,7 +20,14 @@ from totesys_platform.catalog import MONEY, SOURCE_TABLES_BY_NAME
 
 START = dt.datetime(2022, 11, 3, 14, 20, 52)
 END = dt.datetime(2024, 11, 14, 15, 34, 0)
-REAL_COUNTS = {"sales_order": 11_175, "purchase_order": 4_640, "design": 472, "address": 30, "counterparty": 20, "staff": 20}
+REAL_COUNTS = {
+    "sales_order": 11_175,
+    "purchase_order": 4_640,
+    "design": 472,
+    "address": 30,
+    "counterparty": 20,
+    "staff": 20,
+}
 
 DEPARTMENTS = [
     ("Sales", "Manchester", "Richard Roma"),
@@ -34,14 +41,109 @@ DEPARTMENTS = [
 ]
 CURRENCIES = ["GBP", "USD", "EUR"]
 PAYMENT_TYPES = ["SALES_RECEIPT", "SALES_REFUND", "PURCHASE_PAYMENT", "PURCHASE_REFUND"]
-DESIGN_NAMES = ["Steel", "Soft", "Granite", "Concrete", "Frozen", "Bronze", "Plastic", "Cotton", "Metal", "Fresh", "Wooden", "Rubber"]
-FILE_LOCATIONS = ["/usr", "/lost+found", "/etc/periodic", "/private", "/lib", "/opt/include", "/Users", "/System", "/home/user/dir", "/var/mail"]
-FIRST = ["Jeremie", "Deron", "Jeanette", "Ana", "Magdalena", "Korey", "Raphael", "Oswaldo", "Brody", "Jazmyn", "Meda", "Imani", "Stan", "Rigoberto", "Tom", "Pierre", "Lucy", "Irving", "Christy", "Mae"]
-LAST = ["Franey", "Beier", "Erdman", "Glover", "Zieme", "Hermann", "Rippin", "Bergstrom", "Ratke", "Kuhn", "Cremin", "Walsh", "O'Keefe", "O'Hara", "Runolfsdottir", "Hane", "Toy", "Wiza", "Kovacek", "D'Amore"]
-STREETS = ["Herzog Via", "Alexie Cliffs", "Sincere Fort", "Bryce Common", "Grady Turnpike", "O'Conner Plains", "Kemmer Ridge", "Stehr Lodge"]
-CITIES = ["New Patienceburgh", "Aliso Viejo", "Lake Charles", "Maggiofurt", "Fort Shadburgh", "Sayreville", "Olsonside", "Hackensack"]
+DESIGN_NAMES = [
+    "Steel",
+    "Soft",
+    "Granite",
+    "Concrete",
+    "Frozen",
+    "Bronze",
+    "Plastic",
+    "Cotton",
+    "Metal",
+    "Fresh",
+    "Wooden",
+    "Rubber",
+]
+FILE_LOCATIONS = [
+    "/usr",
+    "/lost+found",
+    "/etc/periodic",
+    "/private",
+    "/lib",
+    "/opt/include",
+    "/Users",
+    "/System",
+    "/home/user/dir",
+    "/var/mail",
+]
+FIRST = [
+    "Jeremie",
+    "Deron",
+    "Jeanette",
+    "Ana",
+    "Magdalena",
+    "Korey",
+    "Raphael",
+    "Oswaldo",
+    "Brody",
+    "Jazmyn",
+    "Meda",
+    "Imani",
+    "Stan",
+    "Rigoberto",
+    "Tom",
+    "Pierre",
+    "Lucy",
+    "Irving",
+    "Christy",
+    "Mae",
+]
+LAST = [
+    "Franey",
+    "Beier",
+    "Erdman",
+    "Glover",
+    "Zieme",
+    "Hermann",
+    "Rippin",
+    "Bergstrom",
+    "Ratke",
+    "Kuhn",
+    "Cremin",
+    "Walsh",
+    "O'Keefe",
+    "O'Hara",
+    "Runolfsdottir",
+    "Hane",
+    "Toy",
+    "Wiza",
+    "Kovacek",
+    "D'Amore",
+]
+STREETS = [
+    "Herzog Via",
+    "Alexie Cliffs",
+    "Sincere Fort",
+    "Bryce Common",
+    "Grady Turnpike",
+    "O'Conner Plains",
+    "Kemmer Ridge",
+    "Stehr Lodge",
+]
+CITIES = [
+    "New Patienceburgh",
+    "Aliso Viejo",
+    "Lake Charles",
+    "Maggiofurt",
+    "Fort Shadburgh",
+    "Sayreville",
+    "Olsonside",
+    "Hackensack",
+]
 DISTRICTS = ["Avon", "Buckinghamshire", "Cambridgeshire", "Bedfordshire", "Berkshire"]
-COUNTRIES = ["Turkey", "San Marino", "Democratic People's Republic of Korea", "Svalbard & Jan Mayen Islands", "Falkland Islands (Malvinas)", "Iraq", "Austria", "Cote d'Ivoire", "Portugal", "Ukraine"]
+COUNTRIES = [
+    "Turkey",
+    "San Marino",
+    "Democratic People's Republic of Korea",
+    "Svalbard & Jan Mayen Islands",
+    "Falkland Islands (Malvinas)",
+    "Iraq",
+    "Austria",
+    "Cote d'Ivoire",
+    "Portugal",
+    "Ukraine",
+]
 COMPANY_TAILS = ["and Sons", "Inc", "LLC", "Group", "- Lakin", "and Ratke"]
 
 
@@ -85,6 +187,7 @@ def _iso_date(days_since_epoch: np.ndarray) -> pl.Series:
 
 def _typed(table: str, columns: dict) -> pl.DataFrame:
     spec = SOURCE_TABLES_BY_NAME[table]
+
     def column(values):
         is_objects = isinstance(values, np.ndarray) and values.dtype == object
         return values.tolist() if is_objects else values
@@ -145,7 +248,12 @@ def generate_dimensions(rng: np.random.Generator, scale: float) -> dict[str, pl.
         "created_at": created[:8],
         "last_updated": updated[:8],
     }
-    currency = {"currency_id": seq(3), "currency_code": CURRENCIES, "created_at": created[:3], "last_updated": updated[:3]}
+    currency = {
+        "currency_id": seq(3),
+        "currency_code": CURRENCIES,
+        "created_at": created[:3],
+        "last_updated": updated[:3],
+    }
     payment_type = {
         "payment_type_id": seq(4),
         "payment_type_name": PAYMENT_TYPES,
@@ -177,7 +285,10 @@ def generate_dimensions(rng: np.random.Generator, scale: float) -> dict[str, pl.
         "staff": staff,
         "payment_type": payment_type,
     }
-    return {name: _typed(name, {k: _stamp(v) if k in ("created_at", "last_updated") else v for k, v in cols.items()}) for name, cols in tables.items()}
+    return {
+        name: _typed(name, {k: _stamp(v) if k in ("created_at", "last_updated") else v for k, v in cols.items()})
+        for name, cols in tables.items()
+    }
 
 
 def _orders(rng: np.random.Generator, n: int, dims: dict[str, pl.DataFrame]) -> dict[str, np.ndarray]:
@@ -230,7 +341,10 @@ def generate(scale: float = 1.0, seed: int = 42) -> dict[str, pl.DataFrame]:
         item_quantity=purchase_units,
         item_unit_price=_money(purchase_cents),
     )
-    tables["sales_order"] = _typed("sales_order", {**sales, "created_at": _stamp(sales["created_at"]), "last_updated": _stamp(sales["last_updated"])})
+    tables["sales_order"] = _typed(
+        "sales_order",
+        {**sales, "created_at": _stamp(sales["created_at"]), "last_updated": _stamp(sales["last_updated"])},
+    )
     tables["purchase_order"] = _typed(
         "purchase_order",
         {**purchases, "created_at": _stamp(purchases["created_at"]), "last_updated": _stamp(purchases["last_updated"])},
@@ -249,10 +363,14 @@ def _transactions_and_payments(
     common = ["created_at", "counterparty_id", "currency_id", "agreed_payment_date"]
     orders = pl.concat(
         [
-            sales.select(common, sales_order_id="sales_order_id", purchase_order_id=pl.lit(None, pl.Int32))
-            .with_columns(transaction_type=pl.lit("SALE"), payment_type_id=pl.lit(1), cents=pl.Series(sale_cents)),
-            purchases.select(common, sales_order_id=pl.lit(None, pl.Int32), purchase_order_id="purchase_order_id")
-            .with_columns(transaction_type=pl.lit("PURCHASE"), payment_type_id=pl.lit(3), cents=pl.Series(purchase_cents)),
+            sales.select(
+                common, sales_order_id="sales_order_id", purchase_order_id=pl.lit(None, pl.Int32)
+            ).with_columns(transaction_type=pl.lit("SALE"), payment_type_id=pl.lit(1), cents=pl.Series(sale_cents)),
+            purchases.select(
+                common, sales_order_id=pl.lit(None, pl.Int32), purchase_order_id="purchase_order_id"
+            ).with_columns(
+                transaction_type=pl.lit("PURCHASE"), payment_type_id=pl.lit(3), cents=pl.Series(purchase_cents)
+            ),
         ]
     ).sort("created_at", "sales_order_id", "purchase_order_id", nulls_last=True)
     n = orders.height

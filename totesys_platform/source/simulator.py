@@ -71,7 +71,17 @@ class Simulator:
         delivery, payment_date = self._today_plus(self.rng.randint(0, 7)), self._today_plus(self.rng.randint(0, 6))
         if sale:
             quantity, price = self.rng.randint(1001, 99_999), f"{self.rng.randint(200, 400) / 100:.2f}"
-            values = (self._pick("design", "design_id"), staff, cp, quantity, price, currency, delivery, payment_date, location)
+            values = (
+                self._pick("design", "design_id"),
+                staff,
+                cp,
+                quantity,
+                price,
+                currency,
+                delivery,
+                payment_date,
+                location,
+            )
         else:
             quantity, price = self.rng.randint(1, 999), f"{self.rng.randint(332, 99_907) / 100:.2f}"
             code = "".join(self.rng.choices("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", k=7))
@@ -86,8 +96,16 @@ class Simulator:
             "INSERT INTO payment (created_at, last_updated, transaction_id, counterparty_id, payment_amount,"
             " currency_id, payment_type_id, paid, payment_date, company_ac_number, counterparty_ac_number)"
             " VALUES (now(), now(), %s, %s, %s, %s, %s, false, %s, %s, %s)",
-            (txn_id, cp, amount, currency, 1 if sale else 3, payment_date,
-             self.rng.randint(10**7, 10**8 - 1), self.rng.randint(10**7, 10**8 - 1)),
+            (
+                txn_id,
+                cp,
+                amount,
+                currency,
+                1 if sale else 3,
+                payment_date,
+                self.rng.randint(10**7, 10**8 - 1),
+                self.rng.randint(10**7, 10**8 - 1),
+            ),
         )
         return order_id
 
@@ -98,10 +116,13 @@ class Simulator:
         return self._new_order("purchase_order")
 
     def payment_paid(self) -> int | None:
-        row = self.conn.execute(
-            "SELECT payment_id FROM payment WHERE NOT paid ORDER BY payment_id OFFSET %s LIMIT 1",
-            (self.rng.randint(0, 50),),
-        ).fetchone() or self.conn.execute("SELECT payment_id FROM payment WHERE NOT paid LIMIT 1").fetchone()
+        row = (
+            self.conn.execute(
+                "SELECT payment_id FROM payment WHERE NOT paid ORDER BY payment_id OFFSET %s LIMIT 1",
+                (self.rng.randint(0, 50),),
+            ).fetchone()
+            or self.conn.execute("SELECT payment_id FROM payment WHERE NOT paid LIMIT 1").fetchone()
+        )
         if row is None:
             return None
         self.conn.execute("UPDATE payment SET paid = true, last_updated = now() WHERE payment_id = %s", row)
@@ -135,7 +156,11 @@ class Simulator:
         address_id = self._pick("address", "address_id")
         self.conn.execute(
             "UPDATE address SET address_line_1 = %s, phone = %s, last_updated = now() WHERE address_id = %s",
-            (f"{self.rng.randint(1, 9999)} O'Connell Street", f"{self.rng.randint(0, 9999):04d} {self.rng.randint(0, 999999):06d}", address_id),
+            (
+                f"{self.rng.randint(1, 9999)} O'Connell Street",
+                f"{self.rng.randint(0, 9999):04d} {self.rng.randint(0, 999999):06d}",
+                address_id,
+            ),
         )
         return address_id
 
@@ -204,4 +229,6 @@ class Simulator:
         )
 
     def drop_column(self, table: str, column: str) -> None:
-        self.conn.execute(sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(sql.Identifier(table), sql.Identifier(column)))
+        self.conn.execute(
+            sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(sql.Identifier(table), sql.Identifier(column))
+        )

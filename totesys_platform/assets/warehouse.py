@@ -1,0 +1,65 @@
+"""Warehouse assets: one per star-schema table, loaded into PostgreSQL from the processed zone."""
+
+import dagster as dg
+
+from totesys_platform.assets.processed import processed_key
+from totesys_platform.catalog import WAREHOUSE_TABLES, WarehouseTable
+from totesys_platform.resources.lake import LakeZone
+from totesys_platform.resources.postgres import PostgresResource
+from totesys_platform.warehouse import ensure_warehouse, load_table
+
+WAREHOUSE_GROUP = "warehouse"
+
+
+def warehouse_key(table: str) -> dg.AssetKey:
+    return dg.AssetKey(["warehouse", table])
+
+
+class WarehouseConfig(dg.ConfigurableResource):
+    """Where the star schema lives in the warehouse database."""
+
+    schema_name: str = "public"
+
+
+def build_warehouse_asset(table: WarehouseTable, **asset_kwargs) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=warehouse_key(table.name),
+        deps=[processed_key(table.name), *(warehouse_key(d) for d in table.referenced_dimensions)],
+        group_name=WAREHOUSE_GROUP,
+        description=f"{table.description} (warehouse table)",
+        kinds={"postgres"},
+        metadata={
+            "load": "append new versions" if table.is_fact else "upsert latest",
+            "key": ", ".join(table.version_key),
+        },
+        pool="totesys_warehouse",
+        **asset_kwargs,
+    )
+    def _warehouse(
+        context: dg.AssetExecutionContext,
+        warehouse_db: PostgresResource,
+        processed_zone: LakeZone,
+        warehouse: WarehouseConfig,
+    ) -> dg.MaterializeResult:
+        with warehouse_db.connect() as conn:
+            ensure_warehouse(conn, warehouse.schema_name)
+            conn.commit()
+            result = load_table(conn, processed_zone, table, warehouse.schema_name)
+        context.log.info(f"warehouse/{table.name}: {result.inserted} rows written from {len(result.files)} files")
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": result.table_rows,
+                "rows_written": result.inserted,
+                "rows_staged": result.staged_rows,
+                "files_loaded": len(result.files),
+                "last_file": processed_zone.uri(result.files[-1]) if result.files else "",
+                "table": f"{warehouse.schema_name}.{table.name}",
+                "dagster/table_name": f"{warehouse.schema_name}.{table.name}",
+            }
+        )
+
+    return _warehouse
+
+
+def build_warehouse_assets(**asset_kwargs) -> list[dg.AssetsDefinition]:
+    return [build_warehouse_asset(t, **asset_kwargs) for t in WAREHOUSE_TABLES]

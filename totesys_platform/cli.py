@@ -1,0 +1,213 @@
+"""`totesys`: the embedded database, the source (schema, sample, generator, simulator) and the demo."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+
+from totesys_platform.resources.embedded import embedded_server_running, start_embedded_server, stop_embedded_server
+from totesys_platform.resources.postgres import PostgresResource
+from totesys_platform.settings import Settings, SettingsError, load_settings
+
+DAGSTER_YAML = """\
+# Local Dagster instance for totesys_platform (SQLite under TOTESYS_HOME). See deploy/ for production.
+telemetry:
+  enabled: false
+concurrency:
+  pools:
+    default_limit: 1
+  runs:
+    max_concurrent_runs: 4
+"""
+
+
+def source_db(settings: Settings) -> PostgresResource:
+    return PostgresResource(
+        url=settings.source_url,
+        setting_name="TOTESYS_SOURCE_URL",
+        embedded_home=str(settings.home),
+        embedded_database="totesys",
+        secret_id=settings.source_secret_id,
+    )
+
+
+def warehouse_db(settings: Settings) -> PostgresResource:
+    return PostgresResource(
+        url=settings.warehouse_url,
+        setting_name="TOTESYS_WAREHOUSE_URL",
+        embedded_home=str(settings.home),
+        embedded_database="warehouse",
+        secret_id=settings.warehouse_secret_id,
+    )
+
+
+def ensure_dagster_home(settings: Settings) -> Path:
+    """DAGSTER_HOME if set, else TOTESYS_HOME/dagster_home with the shipped local instance config."""
+    home = Path(os.environ.get("DAGSTER_HOME") or settings.dagster_home)
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    return home
+
+
+def _progress(message: str) -> None:
+    print(f"[totesys] {message}", flush=True)
+
+
+def cmd_db(args, settings: Settings) -> int:
+    pgdata = settings.embedded_pgdata
+    if args.action == "start":
+        start_embedded_server(pgdata)
+        for db in (source_db(settings), warehouse_db(settings)):
+            if not db.url:
+                db.resolved_url()
+        _progress(f"embedded PostgreSQL running, data in {pgdata}")
+    elif args.action == "stop":
+        _progress("stopped" if stop_embedded_server(pgdata) else "not running")
+    elif args.action == "status":
+        _progress("running" if embedded_server_running(pgdata) else "stopped")
+    elif args.action == "url":
+        print(
+            source_db(settings).resolved_url() if args.database == "totesys" else warehouse_db(settings).resolved_url()
+        )
+    return 0
+
+
+def cmd_source(args, settings: Settings) -> int:
+    from totesys_platform.source import copy_frame, create_schema, reset_sequences, table_counts
+
+    db = source_db(settings)
+    with db.connect() as conn:
+        if args.action == "create":
+            create_schema(conn, replace=args.replace)
+            _progress("totesys schema created")
+        elif args.action == "load-sample":
+            from totesys_platform.source.sample import load_sample
+
+            create_schema(conn, replace=True)
+            _progress(f"loaded {load_sample(conn, Path(args.path))}")
+        elif args.action == "generate":
+            from totesys_platform.source import LOAD_ORDER
+            from totesys_platform.source.generator import generate
+
+            started = time.perf_counter()
+            create_schema(conn, replace=True)
+            tables = generate(args.scale, args.seed)
+            _progress(f"generated scale {args.scale} in {time.perf_counter() - started:.1f}s; loading with COPY")
+            for name in LOAD_ORDER:
+                copy_frame(conn, name, tables[name])
+                _progress(f"  {name}: {tables[name].height:,} rows ({time.perf_counter() - started:.1f}s)")
+            reset_sequences(conn)
+        elif args.action == "simulate":
+            from totesys_platform.source.simulator import Simulator
+
+            sim = Simulator(conn, seed=args.seed)
+            kinds = tuple(args.kinds.split(",")) if args.kinds else None
+            for round_ in range(args.rounds):
+                _progress(f"round {round_ + 1}: {dict(sim.run(args.events, kinds))}")
+                conn.commit()
+                if round_ + 1 < args.rounds:
+                    time.sleep(args.interval)
+        elif args.action == "counts":
+            for name, count in table_counts(conn).items():
+                print(f"{name:>15}: {count:,}")
+        conn.commit()
+    return 0
+
+
+def materialize_all(settings: Settings, selection: str = "*") -> int:
+    """The contract command: `dagster asset materialize -m totesys_platform --select '*'`."""
+    env = {**os.environ, "DAGSTER_HOME": str(ensure_dagster_home(settings)), "TOTESYS_HOME": str(settings.home)}
+    command = ["dagster", "asset", "materialize", "-m", "totesys_platform", "--select", selection]
+    return subprocess.call([str(Path(sys.executable).parent / command[0]), *command[1:]], env=env)
+
+
+def cmd_demo(args, settings: Settings) -> int:
+    """Embedded database + generated source + the whole graph, then where to look."""
+    started = time.perf_counter()
+    db = source_db(settings)
+    with db.connect() as conn:
+        populated = conn.execute("SELECT to_regclass('sales_order') IS NOT NULL").fetchone()[0]
+    if args.fresh or not populated:
+        cmd_source(argparse.Namespace(action="generate", scale=args.scale, seed=args.seed), settings)
+    else:
+        _progress("reusing the existing totesys source (use --fresh to regenerate)")
+    _progress("materialising every asset: raw -> processed -> warehouse")
+    code = materialize_all(settings)
+    if code != 0:
+        _progress(f"materialisation failed (exit {code}); see the log above")
+        return code
+    with warehouse_db(settings).connect() as conn:
+        schema = settings.warehouse_schema
+        from totesys_platform.catalog import WAREHOUSE_TABLES
+
+        for table in WAREHOUSE_TABLES:
+            count = conn.execute(f'SELECT count(*) FROM "{schema}"."{table.name}"').fetchone()[0]  # noqa: S608 - catalog names
+            _progress(f"  warehouse {schema}.{table.name}: {count:,} rows")
+    described = settings.describe()
+    _progress(f"done in {time.perf_counter() - started:.1f}s")
+    print(f"""
+Warehouse:       {described["warehouse"]}  schema {schema}
+                 psql "$(totesys db url warehouse)"
+Source:          {described["source"]}
+Ingestion zone:  {settings.ingestion_url}
+Processed zone:  {settings.processed_url}
+Dagster UI:      DAGSTER_HOME={ensure_dagster_home(settings)} .venv/bin/dagster dev -w workspace.yaml
+                 then open http://127.0.0.1:3000 (lineage, sensors, checks)
+""")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="totesys", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    db = sub.add_parser("db", help="the embedded PostgreSQL server")
+    db.add_argument("action", choices=["start", "stop", "status", "url"])
+    db.add_argument("database", nargs="?", default="totesys", choices=["totesys", "warehouse"])
+    src = sub.add_parser("source", help="the totesys source database")
+    src_sub = src.add_subparsers(dest="action", required=True)
+    src_sub.add_parser("create", help="create the schema").add_argument("--replace", action="store_true")
+    src_sub.add_parser("load-sample", help="load the real public sample").add_argument("path")
+    gen = src_sub.add_parser("generate", help="replace the data with a synthetic totesys")
+    gen.add_argument("--scale", type=float, default=1.0)
+    gen.add_argument("--seed", type=int, default=42)
+    sim = src_sub.add_parser("simulate", help="apply business events")
+    sim.add_argument("--events", type=int, default=100)
+    sim.add_argument("--kinds", default="", help="comma-separated event kinds (default: a realistic mix)")
+    sim.add_argument("--rounds", type=int, default=1)
+    sim.add_argument("--interval", type=float, default=60.0, help="seconds between rounds")
+    sim.add_argument("--seed", type=int, default=0)
+    src_sub.add_parser("counts", help="rows per table")
+    demo = sub.add_parser("demo", help="run the platform end to end on embedded defaults")
+    demo.add_argument("--scale", type=float, default=1.0)
+    demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument("--fresh", action="store_true", help="regenerate the source first")
+    sub.add_parser("materialize", help="materialise every asset (the contract command)")
+    sub.add_parser("settings", help="print the settings (secrets redacted)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        if args.command == "settings":
+            for key, value in settings.describe().items():
+                print(f"{key:>17}: {value}")
+            return 0
+        if args.command == "materialize":
+            return materialize_all(settings)
+        return {"db": cmd_db, "source": cmd_source, "demo": cmd_demo}[args.command](args, settings)
+    except (SettingsError, psycopg.OperationalError, RuntimeError, FileNotFoundError) as err:
+        print(f"totesys: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""Pure Polars transforms from totesys row versions to the star schema (no Dagster here).
+
+Conventions (documented in the README):
+- timestamps split into a date and a time (microseconds kept);
+- text dates (YYYY-MM-DD) cast to date;
+- dim_date.day_of_week is ISO 8601: Monday = 1 ... Sunday = 7 (PostgreSQL's ISODOW);
+- dim_date holds whole calendar years covering every date the facts reference;
+- currency names are English (British pound, United States dollar, Euro).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import polars as pl
+
+from totesys_platform.catalog import CURRENCY_NAMES, WarehouseTable
+
+QUARANTINE_SCHEMA = pl.Schema(
+    {
+        "warehouse_table": pl.String,
+        "source_table": pl.String,
+        "source_id": pl.Int32,
+        "last_updated": pl.Datetime("us"),
+        "rule": pl.String,
+        "reason": pl.String,
+        "raw_row": pl.String,
+    }
+)
+STAMP_COLUMNS = {"created": "created_at", "last_updated": "last_updated"}
+
+
+def latest_versions(frame: pl.DataFrame, key: str, cursor: str = "last_updated") -> pl.DataFrame:
+    """The newest version of each key (ties broken by arrival order)."""
+    return (
+        frame.with_row_index("_arrival")
+        .sort(cursor, "_arrival")
+        .unique(key, keep="last", maintain_order=True)
+        .drop("_arrival")
+        .sort(key)
+    )
+
+
+def _conform(frame: pl.DataFrame, table: WarehouseTable) -> pl.DataFrame:
+    return frame.select(pl.col(name).cast(dtype) for name, dtype in table.schema.items())
+
+
+# --- Facts -------------------------------------------------------------------------------------
+
+
+@dataclass
+class FactBatch:
+    facts: pl.DataFrame
+    quarantine: pl.DataFrame
+
+
+def fact_expressions(table: WarehouseTable) -> list[pl.Expr]:
+    """How each warehouse column of a fact is derived from its source row."""
+    exprs = []
+    for column in table.data_columns:
+        stem = column.name.rsplit("_", 1)[0]
+        if stem in STAMP_COLUMNS and column.name.endswith(("_date", "_time")):
+            stamp = pl.col(STAMP_COLUMNS[stem])
+            exprs.append((stamp.dt.date() if column.name.endswith("_date") else stamp.dt.time()).alias(column.name))
+        elif column.pg_type == "date":
+            exprs.append(pl.col(column.name).str.strptime(pl.Date, "%Y-%m-%d", strict=False).alias(column.name))
+        else:
+            exprs.append(pl.col(table.renames.get(column.name, column.name)).alias(column.name))
+    return exprs
+
+
+def _violations(
+    table: WarehouseTable, derived: pl.DataFrame, raw: pl.DataFrame, dimension_keys: dict[str, pl.Series]
+) -> list[tuple[str, pl.Expr, pl.Expr]]:
+    """(rule, failing-row predicate, reason) for every quarantine rule of the table."""
+    rules = []
+    for column in table.data_columns:
+        source = table.renames.get(column.name, column.name)
+        if column.pg_type == "date" and source in raw.columns:
+            rules.append(
+                (
+                    "malformed_date",
+                    pl.col(f"_raw_{source}").is_not_null() & pl.col(column.name).is_null(),
+                    pl.format("{} is not a YYYY-MM-DD date: '{}'", pl.lit(source), pl.col(f"_raw_{source}")),
+                )
+            )
+        if not column.nullable:
+            rules.append(
+                (
+                    "null_value",
+                    pl.col(column.name).is_null() & pl.lit(column.pg_type != "date" or source not in raw.columns),
+                    pl.lit(f"{column.name} is null"),
+                )
+            )
+    for name in table.positive_columns:
+        rules.append(
+            (
+                "out_of_range",
+                pl.col(name) <= 0,
+                pl.format("{} must be positive, got {}", pl.lit(name), pl.col(name).cast(pl.String)),
+            )
+        )
+    for column in table.foreign_keys:
+        keys = dimension_keys.get(column.references or "")
+        if keys is not None:
+            rules.append(
+                (
+                    "missing_dimension",
+                    pl.col(column.name).is_not_null() & ~pl.col(column.name).is_in(keys.implode()),
+                    pl.format(
+                        "{} = {} has no row in {}", pl.lit(column.name), pl.col(column.name), pl.lit(column.references)
+                    ),
+                )
+            )
+    return rules
+
+
+def build_facts(
+    raw: pl.DataFrame, table: WarehouseTable, dimension_keys: dict[str, pl.Series] | None = None
+) -> FactBatch:
+    """Every source row version as a fact row, or a quarantine row saying why it cannot be one."""
+    source = table.source
+    text_dates = [c.name for c in table.data_columns if c.pg_type == "date" and c.name in raw.columns]
+    derived = raw.with_columns(pl.col(text_dates).name.prefix("_raw_")).with_columns(fact_expressions(table))
+    rules = _violations(table, derived, raw, dimension_keys or {})
+    checked = (
+        derived.with_columns(
+            pl.concat_list([pl.when(failing).then(pl.lit(rule)) for rule, failing, _ in rules])
+            .list.drop_nulls()
+            .alias("_rules"),
+            pl.concat_list([pl.when(failing).then(reason) for _, failing, reason in rules])
+            .list.drop_nulls()
+            .alias("_reasons"),
+        )
+        if rules
+        else derived.with_columns(_rules=pl.lit([], pl.List(pl.String)), _reasons=pl.lit([], pl.List(pl.String)))
+    )
+    bad = pl.col("_rules").list.len() > 0
+    quarantine = checked.filter(bad).select(
+        warehouse_table=pl.lit(table.name),
+        source_table=pl.lit(source.name),
+        source_id=pl.col(source.primary_key).cast(pl.Int32),
+        last_updated=pl.col(source.cursor).cast(pl.Datetime("us")),
+        rule=pl.col("_rules").list.join(","),
+        reason=pl.col("_reasons").list.join("; "),
+        raw_row=pl.struct([pl.col(c).cast(pl.String) for c in raw.columns]).struct.json_encode(),
+    )
+    facts = _conform(checked.filter(~bad), table)
+    return FactBatch(facts=facts, quarantine=quarantine.cast(dict(QUARANTINE_SCHEMA)))
+
+
+# --- Dimensions -----------------------------------------------------------------------------
+
+
+def dim_staff(staff: pl.DataFrame, department: pl.DataFrame) -> pl.DataFrame:
+    departments = latest_versions(department, "department_id").select("department_id", "department_name", "location")
+    return (
+        latest_versions(staff, "staff_id")
+        .join(departments, on="department_id", how="left")
+        .select("staff_id", "first_name", "last_name", "department_name", "location", "email_address")
+    )
+
+
+def dim_location(address: pl.DataFrame) -> pl.DataFrame:
+    return latest_versions(address, "address_id").select(
+        pl.col("address_id").alias("location_id"),
+        "address_line_1",
+        "address_line_2",
+        "district",
+        "city",
+        "postal_code",
+        "country",
+        "phone",
+    )
+
+
+def dim_design(design: pl.DataFrame) -> pl.DataFrame:
+    return latest_versions(design, "design_id").select("design_id", "design_name", "file_location", "file_name")
+
+
+def dim_currency(currency: pl.DataFrame) -> pl.DataFrame:
+    return latest_versions(currency, "currency_id").select(
+        "currency_id",
+        "currency_code",
+        pl.col("currency_code").replace_strict(CURRENCY_NAMES, default=pl.col("currency_code")).alias("currency_name"),
+    )
+
+
+def dim_counterparty(counterparty: pl.DataFrame, address: pl.DataFrame) -> pl.DataFrame:
+    legal = latest_versions(address, "address_id").select(
+        pl.col("address_id").alias("legal_address_id"),
+        pl.col("address_line_1").alias("counterparty_legal_address_line_1"),
+        pl.col("address_line_2").alias("counterparty_legal_address_line_2"),
+        pl.col("district").alias("counterparty_legal_district"),
+        pl.col("city").alias("counterparty_legal_city"),
+        pl.col("postal_code").alias("counterparty_legal_postal_code"),
+        pl.col("country").alias("counterparty_legal_country"),
+        pl.col("phone").alias("counterparty_legal_phone_number"),
+    )
+    return (
+        latest_versions(counterparty, "counterparty_id")
+        .join(legal, on="legal_address_id", how="left")
+        .drop("legal_address_id", "commercial_contact", "delivery_contact", "created_at", "last_updated")
+    )
+
+
+def dim_payment_type(payment_type: pl.DataFrame) -> pl.DataFrame:
+    return latest_versions(payment_type, "payment_type_id").select("payment_type_id", "payment_type_name")
+
+
+def dim_transaction(transaction: pl.DataFrame) -> pl.DataFrame:
+    return latest_versions(transaction, "transaction_id").select(
+        "transaction_id", "transaction_type", "sales_order_id", "purchase_order_id"
+    )
+
+
+DIMENSION_BUILDERS: dict[str, Callable[..., pl.DataFrame]] = {
+    "dim_staff": dim_staff,
+    "dim_location": dim_location,
+    "dim_design": dim_design,
+    "dim_currency": dim_currency,
+    "dim_counterparty": dim_counterparty,
+    "dim_payment_type": dim_payment_type,
+    "dim_transaction": dim_transaction,
+}
+
+
+def build_dimension(table: WarehouseTable, sources: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """The dimension from its source tables' row versions, in the warehouse's column order and types."""
+    return _conform(DIMENSION_BUILDERS[table.name](**sources), table)
+
+
+# --- dim_date -------------------------------------------------------------------------------
+
+
+def date_span(frame: pl.DataFrame, table: WarehouseTable) -> tuple[dt.date, dt.date] | None:
+    """Earliest and latest date a fact batch references (None for an empty batch)."""
+    dates = [c.name for c in table.data_columns if c.pg_type == "date"]
+    if frame.is_empty() or not dates:
+        return None
+    span = frame.select(lo=pl.min_horizontal(pl.col(dates).min()), hi=pl.max_horizontal(pl.col(dates).max())).row(0)
+    return (span[0], span[1]) if span[0] is not None else None
+
+
+def calendar_years(first: dt.date, last: dt.date) -> tuple[dt.date, dt.date]:
+    return dt.date(first.year, 1, 1), dt.date(last.year, 12, 31)
+
+
+def dim_date(start: dt.date, end: dt.date) -> pl.DataFrame:
+    """One row per day from start to end inclusive."""
+    day = pl.col("date_id")
+    return pl.DataFrame({"date_id": pl.date_range(start, end, "1d", eager=True)}).select(
+        day,
+        day.dt.year().cast(pl.Int32).alias("year"),
+        day.dt.month().cast(pl.Int32).alias("month"),
+        day.dt.day().cast(pl.Int32).alias("day"),
+        day.dt.weekday().cast(pl.Int32).alias("day_of_week"),
+        day.dt.strftime("%A").alias("day_name"),
+        day.dt.strftime("%B").alias("month_name"),
+        day.dt.quarter().cast(pl.Int32).alias("quarter"),
+    )

@@ -1,0 +1,180 @@
+"""The PostgreSQL warehouse: DDL from the catalog and exactly-once bulk loads from the processed zone.
+
+Each load runs in one transaction: COPY the pending processed files into a temporary staging table,
+one INSERT ... ON CONFLICT into the target (facts: append new versions only; dimensions: upsert
+changed rows), and record the last loaded file in `totesys_platform.load_log`. A killed load leaves
+the warehouse as it was; the next run picks up from the log, so nothing is loaded twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+import psycopg
+from psycopg import sql
+
+from totesys_platform.catalog import WAREHOUSE_TABLES, WarehouseTable
+from totesys_platform.resources.lake import LakeZone
+from totesys_platform.source import copy_frame
+
+META_SCHEMA = "totesys_platform"
+
+
+def _column_ddl(table: WarehouseTable, schema: str) -> list[sql.Composable]:
+    parts: list[sql.Composable] = []
+    for column in table.columns:
+        if column.name == table.surrogate_key:
+            parts.append(sql.SQL("{} serial PRIMARY KEY").format(sql.Identifier(column.name)))
+            continue
+        parts.append(
+            sql.SQL("{} {}{}").format(
+                sql.Identifier(column.name),
+                sql.SQL(column.pg_type),
+                sql.SQL("" if column.nullable else " NOT NULL"),
+            )
+        )
+    if not table.is_fact:
+        parts.append(sql.SQL("PRIMARY KEY ({})").format(sql.Identifier(table.key)))
+    else:
+        parts.append(
+            sql.SQL("CONSTRAINT {} UNIQUE ({})").format(
+                sql.Identifier(f"{table.name}_version_key"), sql.SQL(", ").join(map(sql.Identifier, table.version_key))
+            )
+        )
+    for column in table.foreign_keys:
+        parts.append(
+            sql.SQL("CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {}.{} ({})").format(
+                sql.Identifier(f"{table.name}_{column.name}_fkey"),
+                sql.Identifier(column.name),
+                sql.Identifier(schema),
+                sql.Identifier(column.references),
+                sql.Identifier(_primary_key(column.references)),
+            )
+        )
+    return parts
+
+
+def _primary_key(dimension: str) -> str:
+    return next(t.key for t in WAREHOUSE_TABLES if t.name == dimension)
+
+
+def create_table_sql(table: WarehouseTable, schema: str) -> sql.Composed:
+    return sql.SQL("CREATE TABLE IF NOT EXISTS {}.{} (\n  {}\n)").format(
+        sql.Identifier(schema), sql.Identifier(table.name), sql.SQL(",\n  ").join(_column_ddl(table, schema))
+    )
+
+
+def ensure_warehouse(conn: psycopg.Connection, schema: str) -> None:
+    """Create the schema, the 11 tables (dimensions first) and the load log, if missing."""
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(META_SCHEMA)))
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {}.load_log (warehouse_schema text, table_name text, last_file text NOT NULL,"
+            " loaded_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (warehouse_schema, table_name))"
+        ).format(sql.Identifier(META_SCHEMA))
+    )
+    for table in sorted(WAREHOUSE_TABLES, key=lambda t: t.is_fact):
+        conn.execute(create_table_sql(table, schema))
+
+
+@dataclass
+class LoadResult:
+    table: str
+    files: list[str]
+    staged_rows: int = 0
+    inserted: int = 0
+    updated: int = 0
+    table_rows: int = 0
+
+
+def last_loaded(conn: psycopg.Connection, schema: str, table: str) -> str | None:
+    row = conn.execute(
+        sql.SQL("SELECT last_file FROM {}.load_log WHERE warehouse_schema = %s AND table_name = %s").format(
+            sql.Identifier(META_SCHEMA)
+        ),
+        (schema, table),
+    ).fetchone()
+    return row[0] if row else None
+
+
+def pending_files(zone: LakeZone, table: WarehouseTable, after: str | None) -> list[str]:
+    """Processed files not loaded yet: all of them for facts and deltas, the newest for snapshots."""
+    keys = zone.list_keys(table.name, after=after)
+    return keys if table.build in ("facts", "delta") else keys[-1:]
+
+
+def upsert_sql(table: WarehouseTable, schema: str, stage: str) -> sql.Composed:
+    columns = [c.name for c in table.data_columns]
+    target = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table.name))
+    names = sql.SQL(", ").join(map(sql.Identifier, columns))
+    conflict = sql.SQL(", ").join(map(sql.Identifier, table.version_key))
+    if table.is_fact:
+        action = sql.SQL("DO NOTHING")
+        order = sql.SQL(" ORDER BY {}").format(conflict)
+    else:
+        changing = [c for c in columns if c != table.key]
+        action = (
+            sql.SQL("DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})").format(
+                sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in changing),
+                sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in changing),
+                sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in changing),
+            )
+            if changing
+            else sql.SQL("DO NOTHING")
+        )
+        order = sql.SQL("")
+    return sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM {}{} ON CONFLICT ({}) {}").format(
+        target, names, names, sql.Identifier(stage), order, conflict, action
+    )
+
+
+def load_table(conn: psycopg.Connection, zone: LakeZone, table: WarehouseTable, schema: str) -> LoadResult:
+    """Load the table's pending processed files in one transaction (see module docstring)."""
+    with conn.transaction():
+        # One loader per table at a time, whatever runs overlap.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{schema}.{table.name}",))
+        files = pending_files(zone, table, last_loaded(conn, schema, table.name))
+        result = LoadResult(table.name, files)
+        if files:
+            frame = zone.read(files, columns=[c.name for c in table.data_columns])
+            assert frame is not None
+            frame = frame.unique(list(table.version_key), keep="last", maintain_order=True)
+            stage = f"stage_{table.name}"
+            conn.execute(
+                sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {}.{} WITH NO DATA").format(
+                    sql.Identifier(stage),
+                    sql.SQL(", ").join(sql.Identifier(c.name) for c in table.data_columns),
+                    sql.Identifier(schema),
+                    sql.Identifier(table.name),
+                )
+            )
+            result.staged_rows = copy_frame(conn, stage, frame)
+            changed = conn.execute(upsert_sql(table, schema, stage)).rowcount
+            result.inserted = changed if table.is_fact else changed  # upserts count inserts + updates
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {}.load_log (warehouse_schema, table_name, last_file) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (warehouse_schema, table_name) DO UPDATE SET last_file = EXCLUDED.last_file,"
+                    " loaded_at = now()"
+                ).format(sql.Identifier(META_SCHEMA)),
+                (schema, table.name, files[-1]),
+            )
+        result.table_rows = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table.name))
+        ).fetchone()[0]
+    return result
+
+
+def read_table(conn: psycopg.Connection, schema: str, table: WarehouseTable) -> pl.DataFrame:
+    """A warehouse table as a frame in catalog types (for checks, reports and tests)."""
+    columns = [c.name for c in table.columns]
+    query = sql.SQL("SELECT {} FROM {}.{}").format(
+        sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier(schema), sql.Identifier(table.name)
+    )
+    with conn.cursor() as cur:
+        cur.execute(query)
+        rows = cur.fetchall()
+    dtypes = {c.name: (pl.Int32 if c.name == table.surrogate_key else c.dtype) for c in table.columns}
+    return pl.DataFrame(rows, schema=dtypes, orient="row")
