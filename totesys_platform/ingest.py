@@ -71,7 +71,7 @@ def select_sql(table: SourceTable, extra: list[str], incremental: bool) -> str:
     parts = [f'"{c.name}"::{c.type.select_cast}' if c.type.select_cast else f'"{c.name}"' for c in table.columns]
     parts += [f'"{name}"::text' for name in extra]
     where = f" WHERE \"{table.cursor}\" > current_setting('totesys.since')::timestamp" if incremental else ""
-    return f'SELECT {", ".join(parts)} FROM "{table.name}"{where}'
+    return f'SELECT {", ".join(parts)} FROM "{table.name}"{where}'  # noqa: S608 - catalog identifiers
 
 
 def typed(frame: pl.DataFrame, table: SourceTable) -> pl.DataFrame:

@@ -212,15 +212,18 @@ def generate_dimensions(rng: np.random.Generator, scale: float) -> dict[str, pl.
         "city": _pick(rng, CITIES, n_addr),
         "postal_code": [
             f"{z:05d}-{e:04d}" if e % 3 == 0 else f"{z:05d}"
-            for z, e in zip(rng.integers(0, 100000, n_addr), rng.integers(0, 10000, n_addr))
+            for z, e in zip(rng.integers(0, 100000, n_addr), rng.integers(0, 10000, n_addr), strict=True)
         ],
         "country": _pick(rng, COUNTRIES, n_addr),
-        "phone": [f"{a:04d} {b:06d}" for a, b in zip(rng.integers(0, 10000, n_addr), rng.integers(0, 10**6, n_addr))],
+        "phone": [
+            f"{a:04d} {b:06d}"
+            for a, b in zip(rng.integers(0, 10000, n_addr), rng.integers(0, 10**6, n_addr), strict=True)
+        ],
         "created_at": created[:n_addr],
         "last_updated": updated[:n_addr],
     }
-    names = [f"{a} {b}" for a, b in zip(_pick(rng, LAST, n_cp), _pick(rng, COMPANY_TAILS, n_cp))]
-    contacts = lambda: [f"{a} {b}" for a, b in zip(_pick(rng, FIRST, n_cp), _pick(rng, LAST, n_cp))]  # noqa: E731
+    names = [f"{a} {b}" for a, b in zip(_pick(rng, LAST, n_cp), _pick(rng, COMPANY_TAILS, n_cp), strict=True)]
+    contacts = lambda: [f"{a} {b}" for a, b in zip(_pick(rng, FIRST, n_cp), _pick(rng, LAST, n_cp), strict=True)]  # noqa: E731
     counterparty = {
         "counterparty_id": seq(n_cp),
         "counterparty_legal_name": names,
@@ -236,7 +239,9 @@ def generate_dimensions(rng: np.random.Generator, scale: float) -> dict[str, pl.
         "first_name": first,
         "last_name": last,
         "department_id": rng.integers(1, len(DEPARTMENTS) + 1, n_staff),
-        "email_address": [f"{f}.{s}@terrifictotes.com".lower().replace(" ", "") for f, s in zip(first, last)],
+        "email_address": [
+            f"{f}.{s}@terrifictotes.com".lower().replace(" ", "") for f, s in zip(first, last, strict=True)
+        ],
         "created_at": created[:n_staff],
         "last_updated": updated[:n_staff],
     }
@@ -272,7 +277,7 @@ def generate_dimensions(rng: np.random.Generator, scale: float) -> dict[str, pl.
         "file_location": _pick(rng, FILE_LOCATIONS, n_design),
         "file_name": [
             f"{name.lower()}-{day.astype('datetime64[D]').astype(str).replace('-', '')}-{tag:04x}.json"
-            for name, day, tag in zip(design_names, design_created, rng.integers(0, 0xFFFF, n_design))
+            for name, day, tag in zip(design_names, design_created, rng.integers(0, 0xFFFF, n_design), strict=True)
         ],
         "last_updated": design_created,
     }
