@@ -28,6 +28,12 @@ def _pgserver():
 def start_embedded_server(pgdata: Path) -> str:
     """Start (or attach to) the server for pgdata; returns the URL of its `postgres` database."""
     pgdata.parent.mkdir(parents=True, exist_ok=True)
+    # pgserver caches one handle per data dir for the life of the process (a private dict, no public
+    # API); a handle whose server was stopped must be forgotten, or it is handed back stopped.
+    instances = _pgserver().PostgresServer._instances
+    resolved = pgdata.expanduser().resolve()
+    if resolved in instances and not embedded_server_running(resolved):
+        del instances[resolved]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         server = _pgserver().get_server(pgdata, cleanup_mode=None)

@@ -395,11 +395,10 @@ def _transactions_and_payments(
     paid_at = pay_date.cast(pl.Datetime("us")) + pl.Series(
         (rng.integers(0, 1000, n) + 28_511_000).astype("timedelta64[ms]")
     ).cast(pl.Duration("us"))
-    paid = (pay_date < END.date()).to_numpy() & (rng.random(n) < 0.9)
     created = orders["created_at"]
-    last_updated = pl.select(
-        pl.when(pl.Series(paid) & (paid_at > created)).then(paid_at).otherwise(created)
-    ).to_series()
+    # Paid at 07:55:11 on the payment date, once it has passed, for most payments (never before creation).
+    paid = (pay_date < END.date()).to_numpy() & (rng.random(n) < 0.9) & (paid_at > created).to_numpy()
+    last_updated = pl.select(pl.when(pl.Series(paid)).then(paid_at).otherwise(created)).to_series()
     payment = _typed(
         "payment",
         {

@@ -1,0 +1,126 @@
+"""Shared fixtures: a real PostgreSQL (pgserver, started here), a moto S3 server over HTTP, the real
+totesys sample from ../shared/totesys-sample (read at test time, never copied), and a helper that
+runs the asset graph in process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+from psycopg import sql
+
+from totesys_platform.definitions import build_assets, build_resources
+from totesys_platform.settings import Settings, load_settings
+from totesys_platform.source import create_schema
+from totesys_platform.source.sample import load_sample
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_DIR = Path(os.environ.get("TOTESYS_SAMPLE_DIR") or REPO.parent / "shared" / "totesys-sample")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    if not (SAMPLE_DIR / "oltp_2024-11-14").is_dir():
+        pytest.fail(f"the real totesys sample is missing at {SAMPLE_DIR} (set TOTESYS_SAMPLE_DIR)")
+    return SAMPLE_DIR
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    """A real PostgreSQL 16 server for the whole session (short path: unix socket length limit)."""
+    from totesys_platform.resources.embedded import start_embedded_server, stop_embedded_server
+
+    root = Path(tempfile.mkdtemp(prefix="tt-", dir="/tmp"))
+    url = start_embedded_server(root / "pg")
+    yield url
+    stop_embedded_server(root / "pg")
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def new_database(pg_admin_url: str):
+    """Factory: a fresh, empty database on the session server; returns its URL."""
+
+    def create(prefix: str = "db") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return pg_admin_url.replace("/postgres?", f"/{name}?", 1)
+
+    return create
+
+
+@pytest.fixture
+def sample_source(new_database, sample_dir: Path) -> str:
+    """A totesys database holding the real public sample."""
+    url = new_database("totesys")
+    with psycopg.connect(url) as conn:
+        create_schema(conn)
+        load_sample(conn, sample_dir)
+    return url
+
+
+def make_settings(tmp_path: Path, source_url: str, warehouse_url: str, **env: str) -> Settings:
+    return load_settings(
+        {
+            "TOTESYS_HOME": str(tmp_path / "home"),
+            "TOTESYS_SOURCE_URL": source_url,
+            "TOTESYS_WAREHOUSE_URL": warehouse_url,
+            "TOTESYS_INGESTION_URL": str(tmp_path / "lake" / "ingestion"),
+            "TOTESYS_PROCESSED_URL": str(tmp_path / "lake" / "processed"),
+            **env,
+        }
+    )
+
+
+@pytest.fixture
+def platform(tmp_path: Path, sample_source: str, new_database):
+    """Settings for a platform reading the real sample into a fresh warehouse and tmp lake."""
+    return make_settings(tmp_path, sample_source, new_database("warehouse"))
+
+
+def run_graph(settings: Settings, selection: str | list | None = None, instance=None, raise_on_error: bool = True):
+    """Materialise the asset graph in process (the same executor the platform uses)."""
+    return dg.materialize(
+        build_assets(settings),
+        resources=build_resources(settings),
+        selection=selection,
+        instance=instance or dg.DagsterInstance.ephemeral(),
+        raise_on_error=raise_on_error,
+    )
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's S3/Secrets Manager server on a free loopback port, spoken to over HTTP."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")}
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=endpoint
+    )
+    yield endpoint
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

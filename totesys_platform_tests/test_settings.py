@@ -1,0 +1,63 @@
+from pathlib import Path
+
+import pytest
+
+from totesys_platform.resources.postgres import DatabaseUnavailableError, PostgresResource
+from totesys_platform.settings import SettingsError, load_settings, redact_url
+
+
+def test_unset_means_embedded_and_local_zones(tmp_path: Path):
+    settings = load_settings({"TOTESYS_HOME": str(tmp_path)})
+    assert settings.source_url is None and settings.warehouse_url is None
+    assert settings.ingestion_url == str(tmp_path / "lake" / "ingestion")
+    assert settings.processed_url == str(tmp_path / "lake" / "processed")
+    assert settings.warehouse_schema == "public"
+    assert settings.describe()["source"].startswith("embedded")
+
+
+def test_s3_zones_and_schema_are_accepted(tmp_path: Path):
+    settings = load_settings(
+        {
+            "TOTESYS_HOME": str(tmp_path),
+            "TOTESYS_INGESTION_URL": "s3://tote-ingestion/zone/",
+            "TOTESYS_PROCESSED_URL": "s3://tote-processed",
+            "TOTESYS_WAREHOUSE_SCHEMA": "project_team_7",
+        }
+    )
+    assert settings.ingestion_url == "s3://tote-ingestion/zone"
+    assert settings.warehouse_schema == "project_team_7"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("TOTESYS_SOURCE_URL", "nonsense", "must be a PostgreSQL URL"),
+        ("TOTESYS_WAREHOUSE_URL", "mysql://u:hunter2@h/db", "must be a PostgreSQL URL"),
+        ("TOTESYS_SOURCE_URL", "postgresql://u:hunter2@db.example:5432/", "names no database"),
+        ("TOTESYS_SOURCE_URL", "postgresql://u:hunter2@db.example:notaport/x", "not a valid URL"),
+        ("TOTESYS_WAREHOUSE_SCHEMA", "public; DROP TABLE x", "lower-case SQL identifier"),
+        ("TOTESYS_INGESTION_URL", "s3://No_Such", "not a valid S3 bucket name"),
+        ("TOTESYS_PROCESSED_URL", "gs://bucket/x", "only local paths and s3://"),
+        ("TOTESYS_LOOKBACK_SECONDS", "ten", "whole number"),
+    ],
+)
+def test_bad_settings_name_the_variable_and_hide_the_password(variable, value, expected):
+    with pytest.raises(SettingsError) as err:
+        load_settings({variable: value})
+    message = str(err.value)
+    assert variable in message and expected in message
+    assert "hunter2" not in message
+
+
+def test_redact_url_hides_only_the_password():
+    assert redact_url("postgresql://user:s3cret@host:5432/db") == "postgresql://user:***@host:5432/db"
+    assert redact_url("postgresql://user@host/db") == "postgresql://user@host/db"
+
+
+def test_unreachable_database_fails_fast_naming_the_setting():
+    port = __import__("totesys_platform_tests.conftest", fromlist=["free_port"]).free_port()
+    db = PostgresResource(url=f"postgresql://tote:hunter2@127.0.0.1:{port}/totesys", setting_name="TOTESYS_SOURCE_URL")
+    with pytest.raises(DatabaseUnavailableError) as err, db.connect():
+        pass
+    assert "TOTESYS_SOURCE_URL" in str(err.value)
+    assert "hunter2" not in str(err.value) and "***" in str(err.value)
