@@ -88,15 +88,16 @@ def extract_chunks(
     cursor.execute(select_sql(table, extra, incremental=since is not None))
     pending: list[pl.DataFrame] = []
     pending_rows = 0
+    # ADBC streams record batches of about 16 MB; they are regrouped into chunks of chunk_rows.
     for batch in cursor.fetch_record_batch():
         frame = pl.from_arrow(batch)
         pending.append(frame)  # type: ignore[arg-type]
         pending_rows += frame.height
         if pending_rows >= chunk_rows:
-            yield typed(pl.concat(pending), table)
+            yield from (typed(part, table) for part in pl.concat(pending).iter_slices(chunk_rows))
             pending, pending_rows = [], 0
     if pending:
-        yield typed(pl.concat(pending), table)
+        yield from (typed(part, table) for part in pl.concat(pending).iter_slices(chunk_rows))
 
 
 def ingested_since(zone: LakeZone, table: SourceTable, since: dt.datetime) -> pl.DataFrame:

@@ -124,3 +124,13 @@ def moto_endpoint() -> Iterator[str]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+def failure_text(result) -> str:
+    """Every message in the first step failure's error chain (Dagster wraps the asset's own error)."""
+    event = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    error, parts = event.event_specific_data.error, []
+    while error is not None:
+        parts.append(error.message)
+        error = error.cause
+    return "\n".join(parts)

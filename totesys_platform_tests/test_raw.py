@@ -1,0 +1,147 @@
+import datetime as dt
+
+import polars as pl
+import psycopg
+import pytest
+
+from totesys_platform.catalog import SOURCE_TABLES, SOURCE_TABLES_BY_NAME
+from totesys_platform.ingest import SchemaDriftError, ingest_table
+from totesys_platform.resources.lake import LakeZone
+from totesys_platform.source.simulator import Simulator
+from totesys_platform_tests.conftest import failure_text, run_graph
+
+RAW = "group:raw"
+
+
+def source_frame(url: str, table: str) -> pl.DataFrame:
+    spec = SOURCE_TABLES_BY_NAME[table]
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(f'SELECT * FROM "{table}"')
+        rows = cur.fetchall()
+    return pl.DataFrame(rows, schema=dict(spec.schema), orient="row")
+
+
+def zone_frame(zone: LakeZone, table: str) -> pl.DataFrame:
+    return zone.read(zone.list_keys(table))
+
+
+def test_first_materialisation_equals_the_source_exactly(platform):
+    result = run_graph(platform, RAW)
+    zone = LakeZone(url=platform.ingestion_url)
+    for table in SOURCE_TABLES:
+        expected = source_frame(platform.source_url, table.name).sort(table.primary_key)
+        got = zone_frame(zone, table.name).sort(table.primary_key)
+        assert got.schema == expected.schema, table.name
+        assert got.equals(expected), table.name
+    assert sorted(p.name for p in __import__("pathlib").Path(platform.ingestion_url).iterdir()) == sorted(t.name for t in SOURCE_TABLES)
+    counts = {m.asset_key.path[-1]: m.metadata["dagster/row_count"].value for m in result.get_asset_materialization_events() and
+              [e.event_specific_data.materialization for e in result.get_asset_materialization_events()]}
+    assert counts["sales_order"] == 11175
+
+
+def test_incremental_runs_take_exactly_the_new_versions_then_nothing(platform):
+    run_graph(platform, RAW)
+    zone = LakeZone(url=platform.ingestion_url)
+    before = {t.name: len(zone.list_keys(t.name)) for t in SOURCE_TABLES}
+    with psycopg.connect(platform.source_url) as conn:
+        mark = conn.execute("SELECT max(last_updated) FROM payment").fetchone()[0]
+        Simulator(conn, seed=11).run(40)
+    run_graph(platform, RAW)
+    for table in SOURCE_TABLES:
+        keys = zone.list_keys(table.name)
+        source = source_frame(platform.source_url, table.name)
+        new_versions = source.filter(pl.col("last_updated") > mark)
+        if new_versions.height:
+            assert len(keys) == before[table.name] + 1, table.name
+            batch = zone.read(keys[-1:])
+            assert batch.sort(table.primary_key).equals(new_versions.sort(table.primary_key)), table.name
+        else:
+            assert len(keys) == before[table.name], table.name
+        # Every version currently at the source is in the zone exactly once.
+        everything = zone_frame(zone, table.name)
+        assert everything.select(table.primary_key, "last_updated").is_duplicated().sum() == 0
+        assert source.join(everything, on=[table.primary_key, "last_updated"], how="anti").height == 0
+    files = {t.name: len(zone.list_keys(t.name)) for t in SOURCE_TABLES}
+    third = run_graph(platform, RAW)
+    assert {t.name: len(zone.list_keys(t.name)) for t in SOURCE_TABLES} == files
+    assert all(e.event_specific_data.materialization.metadata["dagster/row_count"].value == 0
+               for e in third.get_asset_materialization_events())
+
+
+def test_a_late_commit_inside_the_lookback_is_still_ingested_once(platform):
+    run_graph(platform, RAW)
+    zone = LakeZone(url=platform.ingestion_url)
+    with psycopg.connect(platform.source_url) as conn:
+        watermark = conn.execute("SELECT max(last_updated) FROM sales_order").fetchone()[0]
+        # A transaction that committed late: its last_updated is older than the newest one ingested.
+        conn.execute("UPDATE sales_order SET units_sold = 4242, last_updated = %s WHERE sales_order_id = 7",
+                     (watermark - dt.timedelta(minutes=2),))
+    run_graph(platform, RAW)
+    run_graph(platform, RAW)
+    everything = zone_frame(zone, "sales_order")
+    late = everything.filter((pl.col("sales_order_id") == 7) & (pl.col("units_sold") == 4242))
+    assert late.height == 1
+    assert everything.select("sales_order_id", "last_updated").is_duplicated().sum() == 0
+
+
+def test_source_down_fails_clearly_writes_nothing_and_the_next_run_recovers(platform, tmp_path):
+    from totesys_platform_tests.conftest import free_port, make_settings
+
+    down = make_settings(tmp_path, f"postgresql://tote:hunter2@127.0.0.1:{free_port()}/totesys", platform.warehouse_url)
+    result = run_graph(down, RAW, raise_on_error=False)
+    assert not result.success
+    message = failure_text(result)
+    assert "TOTESYS_SOURCE_URL" in message and "hunter2" not in message
+    assert not (tmp_path / "lake" / "ingestion").exists() or not any((tmp_path / "lake" / "ingestion").rglob("*.parquet"))
+    recovered = run_graph(platform, RAW)
+    assert recovered.success and LakeZone(url=platform.ingestion_url).list_keys("payment")
+
+
+def test_new_columns_are_kept_and_reported_and_dropped_ones_fail_clearly(platform):
+    run_graph(platform, RAW)
+    with psycopg.connect(platform.source_url) as conn:
+        Simulator(conn).inject_new_column("design", "colour")
+        conn.execute("UPDATE design SET last_updated = now() WHERE design_id = 8")
+    result = run_graph(platform, RAW)
+    design = next(e.event_specific_data.materialization for e in result.get_asset_materialization_events()
+                  if e.asset_key.path == ["raw", "design"])
+    assert design.metadata["new_source_columns"].value == "colour"
+    batch = LakeZone(url=platform.ingestion_url)
+    latest = batch.read(batch.list_keys("design")[-1:])
+    assert latest["colour"].to_list() == ["unknown"]
+    with psycopg.connect(platform.source_url) as conn:
+        Simulator(conn).drop_column("staff", "email_address")
+    failed = run_graph(platform, RAW, raise_on_error=False)
+    assert not failed.success
+    message = failure_text(failed)
+    assert "email_address" in message and "staff" in message and "missing" in message
+
+
+def test_only_catalog_tables_are_read(platform, monkeypatch):
+    queried = []
+    import totesys_platform.ingest as ingest
+
+    original = ingest.select_sql
+    monkeypatch.setattr(ingest, "select_sql", lambda table, *a, **k: queried.append(table.name) or original(table, *a, **k))
+    run_graph(platform, RAW)
+    assert sorted(queried) == sorted(t.name for t in SOURCE_TABLES)
+    assert "_prisma_migrations" not in queried
+
+
+def test_chunked_extraction_writes_one_batch_with_every_row(platform, tmp_path):
+    zone = LakeZone(url=str(tmp_path / "chunks"))
+    from totesys_platform.assets.raw import source_snapshot
+    from totesys_platform.resources.postgres import PostgresResource
+
+    with source_snapshot(PostgresResource(url=platform.source_url)) as cursor:
+        result = ingest_table(cursor, zone, SOURCE_TABLES_BY_NAME["sales_order"], run_id="chunktest",
+                              lookback=dt.timedelta(minutes=15), chunk_rows=1000)
+    assert result.rows == 11175
+    import pyarrow.parquet as pq
+
+    assert pq.ParquetFile(f"{zone.url}/{result.key}").num_row_groups >= 11
+    with pytest.raises(SchemaDriftError):
+        from totesys_platform.catalog import SourceColumn, SourceTable, TEXT
+        ghost = SourceTable("sales_order", "sales_order_id", (*SOURCE_TABLES_BY_NAME["sales_order"].columns, SourceColumn("ghost", TEXT)), "x")
+        with source_snapshot(PostgresResource(url=platform.source_url)) as cursor:
+            ingest_table(cursor, zone, ghost, run_id="ghost", lookback=dt.timedelta(0), chunk_rows=10)
