@@ -33,9 +33,14 @@ def test_first_materialisation_equals_the_source_exactly(platform):
         got = zone_frame(zone, table.name).sort(table.primary_key)
         assert got.schema == expected.schema, table.name
         assert got.equals(expected), table.name
-    assert sorted(p.name for p in __import__("pathlib").Path(platform.ingestion_url).iterdir()) == sorted(t.name for t in SOURCE_TABLES)
-    counts = {m.asset_key.path[-1]: m.metadata["dagster/row_count"].value for m in result.get_asset_materialization_events() and
-              [e.event_specific_data.materialization for e in result.get_asset_materialization_events()]}
+    assert sorted(p.name for p in __import__("pathlib").Path(platform.ingestion_url).iterdir()) == sorted(
+        t.name for t in SOURCE_TABLES
+    )
+    counts = {
+        m.asset_key.path[-1]: m.metadata["dagster/row_count"].value
+        for m in result.get_asset_materialization_events()
+        and [e.event_specific_data.materialization for e in result.get_asset_materialization_events()]
+    }
     assert counts["sales_order"] == 11175
 
 
@@ -64,8 +69,10 @@ def test_incremental_runs_take_exactly_the_new_versions_then_nothing(platform):
     files = {t.name: len(zone.list_keys(t.name)) for t in SOURCE_TABLES}
     third = run_graph(platform, RAW)
     assert {t.name: len(zone.list_keys(t.name)) for t in SOURCE_TABLES} == files
-    assert all(e.event_specific_data.materialization.metadata["dagster/row_count"].value == 0
-               for e in third.get_asset_materialization_events())
+    assert all(
+        e.event_specific_data.materialization.metadata["dagster/row_count"].value == 0
+        for e in third.get_asset_materialization_events()
+    )
 
 
 def test_a_late_commit_inside_the_lookback_is_still_ingested_once(platform):
@@ -74,8 +81,10 @@ def test_a_late_commit_inside_the_lookback_is_still_ingested_once(platform):
     with psycopg.connect(platform.source_url) as conn:
         watermark = conn.execute("SELECT max(last_updated) FROM sales_order").fetchone()[0]
         # A transaction that committed late: its last_updated is older than the newest one ingested.
-        conn.execute("UPDATE sales_order SET units_sold = 4242, last_updated = %s WHERE sales_order_id = 7",
-                     (watermark - dt.timedelta(minutes=2),))
+        conn.execute(
+            "UPDATE sales_order SET units_sold = 4242, last_updated = %s WHERE sales_order_id = 7",
+            (watermark - dt.timedelta(minutes=2),),
+        )
     run_graph(platform, RAW)
     run_graph(platform, RAW)
     everything = zone_frame(zone, "sales_order")
@@ -92,7 +101,9 @@ def test_source_down_fails_clearly_writes_nothing_and_the_next_run_recovers(plat
     assert not result.success
     message = failure_text(result)
     assert "TOTESYS_SOURCE_URL" in message and "hunter2" not in message
-    assert not (tmp_path / "lake" / "ingestion").exists() or not any((tmp_path / "lake" / "ingestion").rglob("*.parquet"))
+    assert not (tmp_path / "lake" / "ingestion").exists() or not any(
+        (tmp_path / "lake" / "ingestion").rglob("*.parquet")
+    )
     recovered = run_graph(platform, RAW)
     assert recovered.success and LakeZone(url=platform.ingestion_url).list_keys("payment")
 
@@ -103,8 +114,11 @@ def test_new_columns_are_kept_and_reported_and_dropped_ones_fail_clearly(platfor
         Simulator(conn).inject_new_column("design", "colour")
         conn.execute("UPDATE design SET last_updated = now() WHERE design_id = 8")
     result = run_graph(platform, RAW)
-    design = next(e.event_specific_data.materialization for e in result.get_asset_materialization_events()
-                  if e.asset_key.path == ["raw", "design"])
+    design = next(
+        e.event_specific_data.materialization
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.path == ["raw", "design"]
+    )
     assert design.metadata["new_source_columns"].value == "colour"
     batch = LakeZone(url=platform.ingestion_url)
     latest = batch.read(batch.list_keys("design")[-1:])
@@ -122,7 +136,9 @@ def test_only_catalog_tables_are_read(platform, monkeypatch):
     import totesys_platform.ingest as ingest
 
     original = ingest.select_sql
-    monkeypatch.setattr(ingest, "select_sql", lambda table, *a, **k: queried.append(table.name) or original(table, *a, **k))
+    monkeypatch.setattr(
+        ingest, "select_sql", lambda table, *a, **k: queried.append(table.name) or original(table, *a, **k)
+    )
     run_graph(platform, RAW)
     assert sorted(queried) == sorted(t.name for t in SOURCE_TABLES)
     assert "_prisma_migrations" not in queried
@@ -134,14 +150,26 @@ def test_chunked_extraction_writes_one_batch_with_every_row(platform, tmp_path):
     from totesys_platform.resources.postgres import PostgresResource
 
     with source_snapshot(PostgresResource(url=platform.source_url)) as cursor:
-        result = ingest_table(cursor, zone, SOURCE_TABLES_BY_NAME["sales_order"], run_id="chunktest",
-                              lookback=dt.timedelta(minutes=15), chunk_rows=1000)
+        result = ingest_table(
+            cursor,
+            zone,
+            SOURCE_TABLES_BY_NAME["sales_order"],
+            run_id="chunktest",
+            lookback=dt.timedelta(minutes=15),
+            chunk_rows=1000,
+        )
     assert result.rows == 11175
     import pyarrow.parquet as pq
 
     assert pq.ParquetFile(f"{zone.url}/{result.key}").num_row_groups >= 11
     with pytest.raises(SchemaDriftError):
-        from totesys_platform.catalog import SourceColumn, SourceTable, TEXT
-        ghost = SourceTable("sales_order", "sales_order_id", (*SOURCE_TABLES_BY_NAME["sales_order"].columns, SourceColumn("ghost", TEXT)), "x")
+        from totesys_platform.catalog import TEXT, SourceColumn, SourceTable
+
+        ghost = SourceTable(
+            "sales_order",
+            "sales_order_id",
+            (*SOURCE_TABLES_BY_NAME["sales_order"].columns, SourceColumn("ghost", TEXT)),
+            "x",
+        )
         with source_snapshot(PostgresResource(url=platform.source_url)) as cursor:
             ingest_table(cursor, zone, ghost, run_id="ghost", lookback=dt.timedelta(0), chunk_rows=10)
