@@ -1,0 +1,115 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from totesys_platform.catalog import SOURCE_TABLES, WAREHOUSE_TABLES
+from totesys_platform.definitions import build_definitions
+from totesys_platform.settings import load_settings
+from totesys_platform_tests.conftest import REPO, free_port
+
+BIN = Path(sys.executable).parent
+
+
+def test_definitions_load_with_the_expected_groups_and_lineage(tmp_path):
+    defs = build_definitions(load_settings({"TOTESYS_HOME": str(tmp_path)}))
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert keys == {f"raw/{t.name}" for t in SOURCE_TABLES} | {f"processed/{t.name}" for t in WAREHOUSE_TABLES} | {
+        f"warehouse/{t.name}" for t in WAREHOUSE_TABLES
+    }
+    groups = {graph.get(k).group_name for k in graph.get_all_asset_keys()}
+    assert groups == {"raw", "processed", "warehouse"}
+    parents = {k.to_user_string() for k in graph.get(dg.AssetKey(["warehouse", "fact_sales_order"])).parent_keys}
+    assert parents >= {"processed/fact_sales_order", "warehouse/dim_staff", "warehouse/dim_date"}
+    assert {k.to_user_string() for k in graph.get(dg.AssetKey(["processed", "dim_staff"])).parent_keys} == {
+        "raw/staff",
+        "raw/department",
+    }
+    for key in graph.get_all_asset_keys():
+        assert graph.get(key).description, key
+
+
+def test_dagster_definitions_validate_passes(tmp_path):
+    env = {**os.environ, "TOTESYS_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [str(BIN / "dagster"), "definitions", "validate", "-m", "totesys_platform"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_bad_setting_stops_the_code_location_naming_the_variable(tmp_path):
+    env = {**os.environ, "TOTESYS_HOME": str(tmp_path), "TOTESYS_SOURCE_URL": "postgresql://u:hunter2@host:99999/x"}
+    done = subprocess.run(
+        [str(BIN / "dagster"), "definitions", "validate", "-m", "totesys_platform"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "TOTESYS_SOURCE_URL" in done.stderr + done.stdout and "hunter2" not in done.stderr + done.stdout
+
+
+def graphql(port: int, query: str) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_webserver_serves_the_asset_graph_over_graphql(tmp_path):
+    port = free_port()
+    env = {**os.environ, "TOTESYS_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
+    (tmp_path / "dagster_home").mkdir()
+    (tmp_path / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    server = subprocess.Popen(
+        [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        nodes = None
+        while time.monotonic() < deadline:
+            try:
+                nodes = graphql(port, "{ assetNodes { assetKey { path } groupName dependencyKeys { path } } }")["data"][
+                    "assetNodes"
+                ]
+                if nodes:
+                    break
+            except OSError:
+                pass
+            time.sleep(1)
+        assert nodes, "the webserver did not serve the asset graph"
+        by_key = {"/".join(n["assetKey"]["path"]): n for n in nodes}
+        assert len(by_key) == 33
+        assert {"/".join(d["path"]) for d in by_key["processed/fact_payment"]["dependencyKeys"]} >= {"raw/payment"}
+        assert {"/".join(d["path"]) for d in by_key["warehouse/fact_payment"]["dependencyKeys"]} >= {
+            "processed/fact_payment"
+        }
+        assert by_key["warehouse/dim_date"]["groupName"] == "warehouse"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) is not None
