@@ -33,7 +33,7 @@ setup(
         "botocore==1.43.117",
     ],
     extras_require={
-        "test": ["pytest==9.2.0", "moto[server]==5.2.5", "ruff==0.17.6"],
+        "test": ["pytest==9.2.0", "moto[server]==5.2.5", "ruff==0.17.6", "aiosmtpd==1.4.6"],
     },
     entry_points={"console_scripts": ["totesys=totesys_platform.cli:main"]},
 )

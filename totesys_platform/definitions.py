@@ -9,6 +9,13 @@ import dagster as dg
 from totesys_platform.assets.processed import build_processed_assets
 from totesys_platform.assets.raw import build_raw_assets
 from totesys_platform.assets.warehouse import WarehouseConfig, build_warehouse_assets
+from totesys_platform.automation import (
+    RETRY_POLICY,
+    WAREHOUSE_FRESHNESS,
+    build_change_sensor,
+    build_schedules,
+    totesys_failure_email_sensor,
+)
 from totesys_platform.resources.lake import LakeZone
 from totesys_platform.resources.postgres import PostgresResource
 from totesys_platform.settings import Settings, load_settings
@@ -49,22 +56,23 @@ def build_resources(settings: Settings) -> dict[str, object]:
 
 
 def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
+    retry = {"retry_policy": RETRY_POLICY._replace(max_retries=settings.max_retries)} if settings.max_retries else {}
     return [
-        build_raw_assets(lookback_seconds=settings.lookback_seconds, chunk_rows=settings.extract_chunk_rows),
-        *build_processed_assets(),
-        *build_warehouse_assets(),
+        build_raw_assets(lookback_seconds=settings.lookback_seconds, chunk_rows=settings.extract_chunk_rows, **retry),
+        *build_processed_assets(**retry),
+        *build_warehouse_assets(freshness_policy=WAREHOUSE_FRESHNESS, **retry),
     ]
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
-    assets = build_assets(settings)
+    pipeline = dg.define_asset_job(
+        "totesys_pipeline_job", selection=dg.AssetSelection.all(), description="Every asset, raw to warehouse."
+    )
     return dg.Definitions(
-        assets=assets,
-        jobs=[
-            dg.define_asset_job(
-                "totesys_pipeline_job", selection=dg.AssetSelection.all(), description="Every asset, raw to warehouse."
-            )
-        ],
+        assets=build_assets(settings),
+        jobs=[pipeline],
+        sensors=[build_change_sensor(settings.sensor_interval_seconds), totesys_failure_email_sensor],
+        schedules=build_schedules(pipeline),
         resources=build_resources(settings),
         executor=EXECUTOR,
     )

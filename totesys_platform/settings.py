@@ -60,7 +60,7 @@ def validate_zone_url(name: str, url: str, home: Path) -> str:
     return str(Path(url).expanduser().resolve())
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+def _positive_int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -68,8 +68,8 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
         value = int(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} must be a whole number") from None
-    if value <= 0:
-        raise SettingsError(f"{name}={raw!r} must be greater than zero")
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r} must be at least {minimum}")
     return value
 
 
@@ -86,6 +86,7 @@ class Settings:
     lookback_seconds: int
     extract_chunk_rows: int
     sensor_interval_seconds: int
+    max_retries: int = 2
     source_secret_id: str | None = None
     warehouse_secret_id: str | None = None
 
@@ -139,6 +140,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         lookback_seconds=_positive_int(env, "TOTESYS_LOOKBACK_SECONDS", 900),
         extract_chunk_rows=_positive_int(env, "TOTESYS_EXTRACT_CHUNK_ROWS", 250_000),
         sensor_interval_seconds=_positive_int(env, "TOTESYS_SENSOR_INTERVAL_SECONDS", 300),
+        max_retries=_positive_int(env, "TOTESYS_MAX_RETRIES", 2, minimum=0),
         source_secret_id=env.get("TOTESYS_SOURCE_SECRET_ID") or None,
         warehouse_secret_id=env.get("TOTESYS_WAREHOUSE_SECRET_ID") or None,
     )

@@ -82,6 +82,7 @@ def make_settings(tmp_path: Path, source_url: str, warehouse_url: str, **env: st
             "TOTESYS_WAREHOUSE_URL": warehouse_url,
             "TOTESYS_INGESTION_URL": str(tmp_path / "lake" / "ingestion"),
             "TOTESYS_PROCESSED_URL": str(tmp_path / "lake" / "processed"),
+            "TOTESYS_MAX_RETRIES": "0",  # failure tests fail at once; retries are tested on their own
             **env,
         }
     )

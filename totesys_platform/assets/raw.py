@@ -10,7 +10,7 @@ import datetime as dt
 import dagster as dg
 
 from totesys_platform.catalog import SOURCE_TABLES, SourceTable
-from totesys_platform.ingest import ingest_table
+from totesys_platform.ingest import SchemaDriftError, ingest_table
 from totesys_platform.resources.lake import LakeZone
 from totesys_platform.resources.postgres import PostgresResource
 
@@ -42,7 +42,7 @@ def source_snapshot(source_db: PostgresResource):
             cursor.close()
 
 
-def _raw_spec(table: SourceTable, **spec_kwargs) -> dg.AssetSpec:
+def _raw_spec(table: SourceTable) -> dg.AssetSpec:
     return dg.AssetSpec(
         raw_key(table.name),
         group_name=RAW_GROUP,
@@ -50,14 +50,16 @@ def _raw_spec(table: SourceTable, **spec_kwargs) -> dg.AssetSpec:
         kinds={"postgres", "parquet"},
         metadata={"primary_key": table.primary_key, "cursor": table.cursor},
         skippable=True,
-        **spec_kwargs,
     )
 
 
-def build_raw_assets(*, lookback_seconds: int, chunk_rows: int, **spec_kwargs) -> dg.AssetsDefinition:
+def build_raw_assets(
+    *, lookback_seconds: int, chunk_rows: int, retry_policy: dg.RetryPolicy | None = None
+) -> dg.AssetsDefinition:
     @dg.multi_asset(
         name="raw_totesys_tables",
-        specs=[_raw_spec(t, **spec_kwargs) for t in SOURCE_TABLES],
+        specs=[_raw_spec(t) for t in SOURCE_TABLES],
+        retry_policy=retry_policy,
         can_subset=True,
         pool="totesys_source",
         description="Extract new row versions of the selected totesys tables, in one consistent snapshot.",
@@ -73,14 +75,17 @@ def build_raw_assets(*, lookback_seconds: int, chunk_rows: int, **spec_kwargs) -
         lookback = dt.timedelta(seconds=config.lookback_seconds or lookback_seconds)
         with source_snapshot(source_db) as cursor:
             for table in selected:
-                result = ingest_table(
-                    cursor,
-                    ingestion_zone,
-                    table,
-                    run_id=context.run_id,
-                    lookback=lookback,
-                    chunk_rows=config.chunk_rows or chunk_rows,
-                )
+                try:
+                    result = ingest_table(
+                        cursor,
+                        ingestion_zone,
+                        table,
+                        run_id=context.run_id,
+                        lookback=lookback,
+                        chunk_rows=config.chunk_rows or chunk_rows,
+                    )
+                except SchemaDriftError as drift:  # permanent: retrying cannot help
+                    raise dg.Failure(description=str(drift), allow_retries=False) from drift
                 context.log.info(f"raw/{table.name}: {result.rows} new row versions in {result.seconds:.2f}s")
                 yield dg.MaterializeResult(
                     asset_key=raw_key(table.name),

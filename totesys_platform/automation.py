@@ -1,0 +1,173 @@
+"""What runs the platform by itself: the change sensor, failure e-mails, the nightly schedule, freshness
+and retry policies."""
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import smtplib
+from dataclasses import dataclass
+from email.message import EmailMessage
+
+import dagster as dg
+import psycopg
+
+from totesys_platform.assets.raw import raw_key
+from totesys_platform.catalog import SOURCE_TABLES
+from totesys_platform.resources.postgres import PostgresResource
+
+log = logging.getLogger("totesys_platform.automation")
+
+CHANGE_SENSOR = "totesys_change_sensor"
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+# The spec: a source change reaches the warehouse within 30 minutes. Warn at half of that.
+WAREHOUSE_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=dt.timedelta(minutes=30), warn_window=dt.timedelta(minutes=15)
+)
+# Transient database and S3 errors are retried with backoff; permanent ones raise dg.Failure(allow_retries=False).
+RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL)
+
+
+def source_watermarks(conn: psycopg.Connection) -> dict[str, str | None]:
+    """max(last_updated) of every catalog table, in one round trip (identifiers from the catalog)."""
+    query = " UNION ALL ".join(
+        f'SELECT \'{t.name}\', max("{t.cursor}")::text FROM "{t.name}"'
+        for t in SOURCE_TABLES  # noqa: S608
+    )
+    return dict(conn.execute(query).fetchall())
+
+
+def _sensor_runs(instance: dg.DagsterInstance, statuses=None, limit: int = 1):
+    filters = dg.RunsFilter(statuses=statuses or [], tags={"dagster/sensor_name": CHANGE_SENSOR})
+    return instance.get_runs(filters=filters, limit=limit)
+
+
+def build_change_sensor(interval_seconds: int) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=CHANGE_SENSOR,
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        target=dg.AssetSelection.all(),
+        description="Every few minutes, asks totesys which tables changed and runs their raw assets and everything downstream.",
+    )
+    def totesys_change_sensor(context: dg.SensorEvaluationContext, source_db: PostgresResource):
+        if _sensor_runs(context.instance, IN_FLIGHT):
+            return dg.SkipReason("a run started by this sensor is still in flight; not piling up another")
+        with source_db.connect() as conn:
+            current = source_watermarks(conn)
+        previous = json.loads(context.cursor) if context.cursor else {}
+        changed = sorted(t for t, value in current.items() if value != previous.get(t))
+        last = next(iter(_sensor_runs(context.instance)), None)
+        if not changed and last is not None and last.status == dg.DagsterRunStatus.FAILURE:
+            changed, run_key = sorted(current), f"retry-{last.run_id}"
+        elif not changed:
+            return dg.SkipReason("no catalog table changed since the last run")
+        else:
+            run_key = hashlib.sha256(json.dumps(current, sort_keys=True).encode()).hexdigest()[:16]
+        selection = dg.AssetSelection.assets(*(raw_key(t) for t in changed)).downstream()
+        keys = selection.resolve(context.repository_def.asset_graph)
+        context.update_cursor(json.dumps(current))
+        return dg.RunRequest(
+            run_key=run_key, asset_selection=sorted(keys), tags={"totesys/changed_tables": ",".join(changed)}
+        )
+
+    return totesys_change_sensor
+
+
+# --- Failure alerts ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    host: str
+    port: int
+    security: str  # starttls, ssl or none
+    sender: str
+    recipients: tuple[str, ...]
+    user: str | None
+    webserver_url: str
+
+    @classmethod
+    def from_env(cls, env=None) -> "AlertSettings | None":
+        env = os.environ if env is None else env
+        if not env.get("TOTESYS_SMTP_HOST") or not env.get("TOTESYS_ALERT_TO"):
+            return None
+        security = env.get("TOTESYS_SMTP_SECURITY", "starttls")
+        if security not in ("starttls", "ssl", "none"):
+            raise ValueError(f"TOTESYS_SMTP_SECURITY={security!r} must be starttls, ssl or none")
+        return cls(
+            host=env["TOTESYS_SMTP_HOST"],
+            port=int(env.get("TOTESYS_SMTP_PORT") or {"ssl": 465, "starttls": 587}.get(security, 25)),
+            security=security,
+            sender=env.get("TOTESYS_ALERT_FROM") or "totesys-platform@localhost",
+            recipients=tuple(r.strip() for r in env["TOTESYS_ALERT_TO"].split(",") if r.strip()),
+            user=env.get("TOTESYS_SMTP_USER") or None,
+            webserver_url=(env.get("TOTESYS_WEBSERVER_URL") or "http://127.0.0.1:3000").rstrip("/"),
+        )
+
+
+def failure_email(alerts: AlertSettings, run_id: str, job_name: str, failures: list[tuple[str, str]]) -> EmailMessage:
+    message = EmailMessage()
+    first_step = failures[0][0] if failures else "(run)"
+    message["Subject"] = f"[totesys] run {run_id[:8]} of {job_name} failed at {first_step}"
+    message["From"] = alerts.sender
+    message["To"] = ", ".join(alerts.recipients)
+    lines = [f"Run {run_id} of {job_name} failed.", f"Open it: {alerts.webserver_url}/runs/{run_id}", ""]
+    for step, error in failures:
+        lines += [f"Step {step}:", error.strip(), ""]
+    message.set_content("\n".join(lines))
+    return message
+
+
+def send_email(alerts: AlertSettings, message: EmailMessage) -> None:
+    smtp_class = smtplib.SMTP_SSL if alerts.security == "ssl" else smtplib.SMTP
+    with smtp_class(alerts.host, alerts.port, timeout=30) as smtp:
+        if alerts.security == "starttls":
+            smtp.starttls()
+        if alerts.user:
+            smtp.login(alerts.user, os.environ.get("TOTESYS_SMTP_PASSWORD", ""))
+        smtp.send_message(message)
+
+
+def _error_text(error) -> str:
+    parts = []
+    while error is not None:
+        parts.append(error.message.strip())
+        error = error.cause
+    return "\n".join(parts)
+
+
+@dg.run_failure_sensor(
+    name="totesys_failure_email_sensor",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="E-mails the run, the failed step and the error for every failed run (TOTESYS_SMTP_* settings).",
+)
+def totesys_failure_email_sensor(context: dg.RunFailureSensorContext):
+    alerts = AlertSettings.from_env()
+    if alerts is None:
+        log.warning("failure alerts are off: set TOTESYS_SMTP_HOST and TOTESYS_ALERT_TO to receive e-mails")
+        return
+    failures = [
+        (e.step_key or "(run)", _error_text(e.event_specific_data.error)) for e in context.get_step_failure_events()
+    ]
+    if not failures:
+        failures = [("(run)", context.failure_event.message or "the run failed")]
+    send_email(alerts, failure_email(alerts, context.dagster_run.run_id, context.dagster_run.job_name, failures))
+
+
+def build_schedules(job) -> list[dg.ScheduleDefinition]:
+    return [
+        dg.ScheduleDefinition(
+            name="nightly_reconciliation_schedule",
+            job=job,
+            cron_schedule="0 2 * * *",
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+            description="02:00 every night: the whole graph end to end (catches anything a sensor tick missed).",
+        )
+    ]

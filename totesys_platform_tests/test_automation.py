@@ -1,0 +1,121 @@
+import time
+
+import dagster as dg
+import psycopg
+import pytest
+
+from totesys_platform.automation import AlertSettings, totesys_failure_email_sensor
+from totesys_platform.definitions import build_definitions
+from totesys_platform.source.simulator import Simulator
+from totesys_platform_tests.conftest import free_port, make_settings, run_graph
+
+
+def evaluate(defs: dg.Definitions, instance, cursor=None):
+    sensor = defs.get_sensor_def("totesys_change_sensor")
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources)
+    return sensor.evaluate_tick(context)
+
+
+def test_change_sensor_requests_exactly_the_changed_tables_and_downstream(platform):
+    defs = build_definitions(platform)
+    instance = dg.DagsterInstance.ephemeral()
+    first = evaluate(defs, instance)
+    assert len(first.run_requests) == 1 and len(first.run_requests[0].asset_selection) == 33
+    quiet = evaluate(defs, instance, first.cursor)
+    assert not quiet.run_requests and "no catalog table changed" in quiet.skip_message
+    with psycopg.connect(platform.source_url) as conn:
+        Simulator(conn).payment_paid()
+    changed = evaluate(defs, instance, first.cursor)
+    (request,) = changed.run_requests
+    keys = {k.to_user_string() for k in request.asset_selection}
+    assert "raw/payment" in keys and "warehouse/fact_payment" in keys and "processed/dim_date" in keys
+    assert not any(k.startswith("raw/") and k != "raw/payment" for k in keys)
+    assert "warehouse/dim_staff" not in keys
+    assert request.tags["totesys/changed_tables"] == "payment"
+    again = evaluate(defs, instance, first.cursor)
+    assert again.run_requests[0].run_key == request.run_key  # the same change: the same run key (deduplicated)
+
+
+def test_change_sensor_does_not_pile_up_runs(platform):
+    defs = build_definitions(platform)
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_run(
+        dg.DagsterRun(
+            job_name="__ASSET_JOB",
+            run_id="a" * 36,
+            status=dg.DagsterRunStatus.STARTED,
+            tags={"dagster/sensor_name": "totesys_change_sensor"},
+        )
+    )
+    result = evaluate(defs, instance)
+    assert not result.run_requests and "still in flight" in result.skip_message
+
+
+def test_warehouse_assets_carry_the_30_minute_freshness_policy_and_retries(tmp_path):
+    defs = build_definitions(
+        make_settings(tmp_path, "postgresql://u@h/s", "postgresql://u@h/w", TOTESYS_MAX_RETRIES="2")
+    )
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        if key.path[0] == "warehouse":
+            policy = node.freshness_policy
+            assert policy.fail_window.to_timedelta().total_seconds() == 1800
+            assert policy.warn_window.to_timedelta().total_seconds() == 900
+    job = defs.resolve_job_def("totesys_pipeline_job")
+    assert all(node.retry_policy and node.retry_policy.max_retries == 2 for node in job.graph.node_defs)
+    assert {s.name for s in defs.sensors} == {"totesys_change_sensor", "totesys_failure_email_sensor"}
+    assert defs.get_schedule_def("nightly_reconciliation_schedule").cron_schedule == "0 2 * * *"
+
+
+@pytest.fixture
+def smtp_inbox():
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Message
+
+    received = []
+
+    class Inbox(Message):
+        def handle_message(self, message):
+            received.append(message)
+
+    port = free_port()
+    controller = Controller(Inbox(), hostname="127.0.0.1", port=port)
+    controller.start()
+    yield port, received
+    controller.stop()
+
+
+def test_a_failed_run_sends_an_email_with_the_run_step_and_error(platform, tmp_path, smtp_inbox, monkeypatch):
+    port, received = smtp_inbox
+    monkeypatch.setenv("TOTESYS_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("TOTESYS_SMTP_PORT", str(port))
+    monkeypatch.setenv("TOTESYS_SMTP_SECURITY", "none")
+    monkeypatch.setenv("TOTESYS_ALERT_TO", "data-team@terrifictotes.com")
+    down = make_settings(tmp_path, f"postgresql://tote:hunter2@127.0.0.1:{free_port()}/totesys", platform.warehouse_url)
+    instance = dg.DagsterInstance.ephemeral()
+    result = run_graph(down, "group:raw", instance=instance, raise_on_error=False)
+    assert not result.success
+    context = dg.build_run_status_sensor_context(
+        sensor_name="totesys_failure_email_sensor",
+        dagster_event=result.get_run_failure_event(),
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+    ).for_run_failure()
+    totesys_failure_email_sensor(context)
+    deadline = time.monotonic() + 10
+    while not received and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (mail,) = received
+    body = mail.get_payload(decode=True).decode()
+    assert result.run_id[:8] in mail["Subject"] and "raw_totesys_tables" in mail["Subject"]
+    assert result.run_id in body and f"/runs/{result.run_id}" in body
+    assert "TOTESYS_SOURCE_URL: cannot connect" in body and "hunter2" not in body
+
+
+def test_unconfigured_alerts_are_off_with_a_log_line(caplog, monkeypatch):
+    for name in ("TOTESYS_SMTP_HOST", "TOTESYS_ALERT_TO"):
+        monkeypatch.delenv(name, raising=False)
+    assert AlertSettings.from_env() is None
+    with pytest.raises(ValueError, match="TOTESYS_SMTP_SECURITY"):
+        AlertSettings.from_env({"TOTESYS_SMTP_HOST": "h", "TOTESYS_ALERT_TO": "a@b", "TOTESYS_SMTP_SECURITY": "tls1"})
