@@ -12,6 +12,7 @@ from email.message import EmailMessage
 
 import dagster as dg
 import psycopg
+from psycopg import sql
 
 from totesys_platform.assets.raw import raw_key
 from totesys_platform.catalog import SOURCE_TABLES
@@ -36,9 +37,11 @@ RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONEN
 
 def source_watermarks(conn: psycopg.Connection) -> dict[str, str | None]:
     """max(last_updated) of every catalog table, in one round trip (identifiers from the catalog)."""
-    query = " UNION ALL ".join(
-        f'SELECT \'{t.name}\', max("{t.cursor}")::text FROM "{t.name}"'
-        for t in SOURCE_TABLES  # noqa: S608
+    query = sql.SQL(" UNION ALL ").join(
+        sql.SQL("SELECT {}, max({})::text FROM {}").format(
+            sql.Literal(t.name), sql.Identifier(t.cursor), sql.Identifier(t.name)
+        )
+        for t in SOURCE_TABLES
     )
     return dict(conn.execute(query).fetchall())
 
