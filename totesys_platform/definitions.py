@@ -16,6 +16,7 @@ from totesys_platform.automation import (
     build_schedules,
     totesys_failure_email_sensor,
 )
+from totesys_platform.checks import build_checks
 from totesys_platform.resources.lake import LakeZone
 from totesys_platform.resources.postgres import PostgresResource
 from totesys_platform.settings import Settings, load_settings
@@ -70,6 +71,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
     return dg.Definitions(
         assets=build_assets(settings),
+        asset_checks=build_checks(),
         jobs=[pipeline],
         sensors=[build_change_sensor(settings.sensor_interval_seconds), totesys_failure_email_sensor],
         schedules=build_schedules(pipeline),

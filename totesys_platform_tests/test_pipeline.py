@@ -178,3 +178,35 @@ def test_bad_rows_are_quarantined_good_rows_flow_and_nothing_is_lost(platform):
     run_graph(platform)
     fixed = [r for r in warehouse_rows(platform, "fact_sales_order") if r[0] == bad_date]
     assert any(str(r[12]) == "2024-12-01" for r in fixed)  # agreed_delivery_date
+
+
+@pytest.mark.slow
+def test_catalog_checks_pass_on_the_real_sample_and_catch_broken_rows(platform):
+    import dagster as dg
+
+    from totesys_platform.checks import build_checks
+    from totesys_platform.definitions import build_assets, build_resources
+
+    result = dg.materialize(
+        [*build_assets(platform), *build_checks()],
+        resources=build_resources(platform),
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) == 11
+    # The sample's sales prices and quantities are within the spec; every check passes.
+    assert all(e.passed for e in evaluations), [(e.check_name, e.description) for e in evaluations if not e.passed]
+    with psycopg.connect(platform.warehouse_url) as conn:
+        conn.execute("ALTER TABLE fact_sales_order DROP CONSTRAINT fact_sales_order_design_id_fkey")
+        conn.execute("UPDATE fact_sales_order SET design_id = 99999, units_sold = 5 WHERE sales_order_id = 2")
+    check = next(c for c in build_checks() if "fact_sales_order" in str(c.check_keys))
+    again = dg.materialize(
+        [*build_assets(platform), check],
+        resources=build_resources(platform),
+        selection=dg.AssetSelection.checks(check),
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    (evaluation,) = again.get_asset_check_evaluations()
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+    assert "design_id references dim_design: 1 rows" in evaluation.description
+    assert "units_sold is within the spec range" in evaluation.description
