@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psycopg
 
+from totesys_platform.definitions import database_resource
 from totesys_platform.resources.embedded import embedded_server_running, start_embedded_server, stop_embedded_server
 from totesys_platform.resources.postgres import PostgresResource
 from totesys_platform.settings import Settings, SettingsError, load_settings
@@ -28,23 +29,11 @@ concurrency:
 
 
 def source_db(settings: Settings) -> PostgresResource:
-    return PostgresResource(
-        url=settings.source_url,
-        setting_name="TOTESYS_SOURCE_URL",
-        embedded_home=str(settings.home),
-        embedded_database="totesys",
-        secret_id=settings.source_secret_id,
-    )
+    return database_resource(settings, "source")
 
 
 def warehouse_db(settings: Settings) -> PostgresResource:
-    return PostgresResource(
-        url=settings.warehouse_url,
-        setting_name="TOTESYS_WAREHOUSE_URL",
-        embedded_home=str(settings.home),
-        embedded_database="warehouse",
-        secret_id=settings.warehouse_secret_id,
-    )
+    return database_resource(settings, "warehouse")
 
 
 def ensure_dagster_home(settings: Settings) -> Path:

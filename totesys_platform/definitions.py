@@ -33,23 +33,30 @@ def _secret_or_value(name: str, value: str | None) -> str | dg.EnvVar | None:
     return value
 
 
+# role -> (setting, embedded database name, secret id attribute of Settings)
+DATABASES = {
+    "source": ("TOTESYS_SOURCE_URL", "totesys", "source_secret_id"),
+    "warehouse": ("TOTESYS_WAREHOUSE_URL", "warehouse", "warehouse_secret_id"),
+}
+
+
+def database_resource(settings: Settings, role: str) -> PostgresResource:
+    """The source or warehouse database: a URL, a Secrets Manager secret, or the embedded server."""
+    setting, embedded, secret = DATABASES[role]
+    return PostgresResource(
+        url=_secret_or_value(setting, getattr(settings, f"{role}_url")),
+        setting_name=setting,
+        embedded_home=str(settings.home),
+        embedded_database=embedded,
+        secret_id=getattr(settings, secret),
+    )
+
+
 def build_resources(settings: Settings) -> dict[str, object]:
     """The same resource keys in every deployment; only locations and credentials differ."""
     return {
-        "source_db": PostgresResource(
-            url=_secret_or_value("TOTESYS_SOURCE_URL", settings.source_url),
-            setting_name="TOTESYS_SOURCE_URL",
-            embedded_home=str(settings.home),
-            embedded_database="totesys",
-            secret_id=settings.source_secret_id,
-        ),
-        "warehouse_db": PostgresResource(
-            url=_secret_or_value("TOTESYS_WAREHOUSE_URL", settings.warehouse_url),
-            setting_name="TOTESYS_WAREHOUSE_URL",
-            embedded_home=str(settings.home),
-            embedded_database="warehouse",
-            secret_id=settings.warehouse_secret_id,
-        ),
+        "source_db": database_resource(settings, "source"),
+        "warehouse_db": database_resource(settings, "warehouse"),
         "ingestion_zone": LakeZone(url=settings.ingestion_url, zone_name="ingestion"),
         "processed_zone": LakeZone(url=settings.processed_url, zone_name="processed"),
         "warehouse": WarehouseConfig(schema_name=settings.warehouse_schema),

@@ -61,3 +61,13 @@ def test_unreachable_database_fails_fast_naming_the_setting():
         pass
     assert "TOTESYS_SOURCE_URL" in str(err.value)
     assert "hunter2" not in str(err.value) and "***" in str(err.value)
+
+
+def test_a_url_from_the_environment_resolves_outside_a_run_and_shows_as_its_name(monkeypatch, tmp_path):
+    from totesys_platform.definitions import build_resources, database_resource
+
+    url = "postgresql://tote:hunter2@127.0.0.1:5432/totesys"
+    monkeypatch.setenv("TOTESYS_SOURCE_URL", url)
+    settings = load_settings({"TOTESYS_HOME": str(tmp_path), "TOTESYS_SOURCE_URL": url})
+    assert database_resource(settings, "source").resolved_url() == url
+    assert "hunter2" not in repr(build_resources(settings)["source_db"].url)

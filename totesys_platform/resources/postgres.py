@@ -35,7 +35,9 @@ class PostgresResource(dg.ConfigurableResource):
 
             return database_url_from_secret(self.secret_id, self.secret_region, self.setting_name)
         if self.url:
-            return validate_postgres_url(self.setting_name, self.url)
+            # Inside a run Dagster has resolved an EnvVar already; used directly (the CLI), resolve it here.
+            url = self.url.get_value() if isinstance(self.url, dg.EnvVar) else self.url
+            return validate_postgres_url(self.setting_name, url or "")
         return embedded_database_url(Path(self.embedded_home) / "pgdata", self.embedded_database)
 
     def describe(self) -> str:
