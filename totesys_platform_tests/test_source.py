@@ -208,3 +208,24 @@ def test_every_event_kind_changes_last_updated(sample_source, kind):
             for t in LOAD_ORDER
         )
         assert changed >= 1
+
+
+def test_cli_generate_loads_a_consistent_source(new_database, monkeypatch, tmp_path):
+    from totesys_platform.cli import main
+
+    url = new_database("cli")
+    monkeypatch.setenv("TOTESYS_HOME", str(tmp_path))
+    monkeypatch.setenv("TOTESYS_SOURCE_URL", url)
+    assert main(["source", "generate", "--scale", "0.1", "--seed", "9"]) == 0
+    expected = generate(scale=0.1, seed=9)
+    with psycopg.connect(url) as conn:
+        assert table_counts(conn) == {name: expected[name].height for name in LOAD_ORDER}
+        dangling = conn.execute(
+            "SELECT count(*) FROM payment p LEFT JOIN transaction t USING (transaction_id) WHERE t.transaction_id IS NULL"
+        ).fetchone()[0]
+        assert dangling == 0
+        # New rows get fresh ids after the bulk load.
+        assert (
+            conn.execute("SELECT nextval('sales_order_sales_order_id_seq')").fetchone()[0]
+            == expected["sales_order"].height + 1
+        )
