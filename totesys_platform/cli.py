@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from totesys_platform.definitions import database_resource
 from totesys_platform.resources.embedded import embedded_server_running, start_embedded_server, stop_embedded_server
@@ -144,7 +145,8 @@ def cmd_demo(args, settings: Settings) -> int:
         from totesys_platform.catalog import WAREHOUSE_TABLES
 
         for table in WAREHOUSE_TABLES:
-            count = conn.execute(f'SELECT count(*) FROM "{schema}"."{table.name}"').fetchone()[0]  # noqa: S608 - catalog names
+            query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table.name))
+            count = conn.execute(query).fetchone()[0]
             _progress(f"  warehouse {schema}.{table.name}: {count:,} rows")
     described = settings.describe()
     _progress(f"done in {time.perf_counter() - started:.1f}s")

@@ -69,7 +69,7 @@ def select_sql(table: SourceTable, extra: list[str], incremental: bool) -> str:
     is bound through set_config, never formatted into the statement.
     """
     parts = [f'"{c.name}"::{c.type.select_cast}' if c.type.select_cast else f'"{c.name}"' for c in table.columns]
-    parts += [f'"{name}"::text' for name in extra]
+    parts += ['"{}"::text'.format(name.replace('"', '""')) for name in extra]
     where = f" WHERE \"{table.cursor}\" > current_setting('totesys.since')::timestamp" if incremental else ""
     return f'SELECT {", ".join(parts)} FROM "{table.name}"{where}'  # noqa: S608 - catalog identifiers
 

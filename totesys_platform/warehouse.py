@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import polars as pl
 import psycopg
 from psycopg import sql
 
-from totesys_platform.catalog import WAREHOUSE_TABLES, WarehouseTable
+from totesys_platform.catalog import WAREHOUSE_TABLES, WAREHOUSE_TABLES_BY_NAME, WarehouseTable
 from totesys_platform.resources.lake import LakeZone
 from totesys_platform.source import copy_frame
 
@@ -49,14 +48,10 @@ def _column_ddl(table: WarehouseTable, schema: str) -> list[sql.Composable]:
                 sql.Identifier(column.name),
                 sql.Identifier(schema),
                 sql.Identifier(column.references),
-                sql.Identifier(_primary_key(column.references)),
+                sql.Identifier(WAREHOUSE_TABLES_BY_NAME[column.references].key),
             )
         )
     return parts
-
-
-def _primary_key(dimension: str) -> str:
-    return next(t.key for t in WAREHOUSE_TABLES if t.name == dimension)
 
 
 def create_table_sql(table: WarehouseTable, schema: str) -> sql.Composed:
@@ -84,8 +79,7 @@ class LoadResult:
     table: str
     files: list[str]
     staged_rows: int = 0
-    inserted: int = 0
-    updated: int = 0
+    inserted: int = 0  # facts: new versions; dimensions: rows inserted or changed
     table_rows: int = 0
 
 
@@ -151,8 +145,7 @@ def load_table(conn: psycopg.Connection, zone: LakeZone, table: WarehouseTable, 
                 )
             )
             result.staged_rows = copy_frame(conn, stage, frame)
-            changed = conn.execute(upsert_sql(table, schema, stage)).rowcount
-            result.inserted = changed if table.is_fact else changed  # upserts count inserts + updates
+            result.inserted = conn.execute(upsert_sql(table, schema, stage)).rowcount
             conn.execute(
                 sql.SQL(
                     "INSERT INTO {}.load_log (warehouse_schema, table_name, last_file) VALUES (%s, %s, %s)"
@@ -165,16 +158,3 @@ def load_table(conn: psycopg.Connection, zone: LakeZone, table: WarehouseTable, 
             sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table.name))
         ).fetchone()[0]
     return result
-
-
-def read_table(conn: psycopg.Connection, schema: str, table: WarehouseTable) -> pl.DataFrame:
-    """A warehouse table as a frame in catalog types (for checks, reports and tests)."""
-    columns = [c.name for c in table.columns]
-    query = sql.SQL("SELECT {} FROM {}.{}").format(
-        sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier(schema), sql.Identifier(table.name)
-    )
-    with conn.cursor() as cur:
-        cur.execute(query)
-        rows = cur.fetchall()
-    dtypes = {c.name: (pl.Int32 if c.name == table.surrogate_key else c.dtype) for c in table.columns}
-    return pl.DataFrame(rows, schema=dtypes, orient="row")

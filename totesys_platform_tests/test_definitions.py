@@ -38,29 +38,25 @@ def test_definitions_load_with_the_expected_groups_and_lineage(tmp_path):
         assert graph.get(key).description, key
 
 
-def test_dagster_definitions_validate_passes(tmp_path):
-    env = {**os.environ, "TOTESYS_HOME": str(tmp_path)}
-    done = subprocess.run(
+def validate(tmp_path, **env: str) -> subprocess.CompletedProcess:
+    """`dagster definitions validate -m totesys_platform` with the given settings."""
+    return subprocess.run(
         [str(BIN / "dagster"), "definitions", "validate", "-m", "totesys_platform"],
-        env=env,
+        env={**os.environ, "TOTESYS_HOME": str(tmp_path), **env},
         capture_output=True,
         text=True,
         cwd=REPO,
         timeout=120,
     )
+
+
+def test_dagster_definitions_validate_passes(tmp_path):
+    done = validate(tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_a_bad_setting_stops_the_code_location_naming_the_variable(tmp_path):
-    env = {**os.environ, "TOTESYS_HOME": str(tmp_path), "TOTESYS_SOURCE_URL": "postgresql://u:hunter2@host:99999/x"}
-    done = subprocess.run(
-        [str(BIN / "dagster"), "definitions", "validate", "-m", "totesys_platform"],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-    )
+    done = validate(tmp_path, TOTESYS_SOURCE_URL="postgresql://u:hunter2@host:99999/x")
     assert done.returncode != 0
     assert "TOTESYS_SOURCE_URL" in done.stderr + done.stdout and "hunter2" not in done.stderr + done.stdout
 

@@ -1,4 +1,5 @@
 import datetime as dt
+from pathlib import Path
 
 import polars as pl
 import psycopg
@@ -33,14 +34,9 @@ def test_first_materialisation_equals_the_source_exactly(platform):
         got = zone_frame(zone, table.name).sort(table.primary_key)
         assert got.schema == expected.schema, table.name
         assert got.equals(expected), table.name
-    assert sorted(p.name for p in __import__("pathlib").Path(platform.ingestion_url).iterdir()) == sorted(
-        t.name for t in SOURCE_TABLES
-    )
-    counts = {
-        m.asset_key.path[-1]: m.metadata["dagster/row_count"].value
-        for m in result.get_asset_materialization_events()
-        and [e.event_specific_data.materialization for e in result.get_asset_materialization_events()]
-    }
+    assert sorted(p.name for p in Path(platform.ingestion_url).iterdir()) == sorted(t.name for t in SOURCE_TABLES)
+    materialised = [e.event_specific_data.materialization for e in result.get_asset_materialization_events()]
+    counts = {m.asset_key.path[-1]: m.metadata["dagster/row_count"].value for m in materialised}
     assert counts["sales_order"] == 11175
 
 

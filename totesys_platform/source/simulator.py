@@ -54,12 +54,13 @@ class Simulator:
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
 
-    def _ids(self, table: str, key: str) -> list[int]:
-        query = sql.SQL("SELECT {k} FROM {t} ORDER BY {k}").format(k=sql.Identifier(key), t=sql.Identifier(table))
-        return [r[0] for r in self.conn.execute(query)]
-
     def _pick(self, table: str, key: str) -> int:
-        return self.rng.choice(self._ids(table, key))
+        """A random existing id: two primary-key index look-ups, whatever the table size."""
+        k, t = sql.Identifier(key), sql.Identifier(table)
+        low, high = self.conn.execute(sql.SQL("SELECT min({k}), max({k}) FROM {t}").format(k=k, t=t)).fetchone()
+        target = self.rng.randint(low, high)
+        query = sql.SQL("SELECT {k} FROM {t} WHERE {k} >= %s ORDER BY {k} LIMIT 1").format(k=k, t=t)
+        return self.conn.execute(query, (target,)).fetchone()[0]
 
     def _today_plus(self, days: int) -> str:
         return self.conn.execute("SELECT (current_date + %s)::text", (days,)).fetchone()[0]

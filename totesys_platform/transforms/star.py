@@ -72,7 +72,7 @@ def fact_expressions(table: WarehouseTable) -> list[pl.Expr]:
 
 
 def _violations(
-    table: WarehouseTable, derived: pl.DataFrame, raw: pl.DataFrame, dimension_keys: dict[str, pl.Series]
+    table: WarehouseTable, raw: pl.DataFrame, dimension_keys: dict[str, pl.Series]
 ) -> list[tuple[str, pl.Expr, pl.Expr]]:
     """(rule, failing-row predicate, reason) for every quarantine rule of the table."""
     rules = []
@@ -124,7 +124,7 @@ def build_facts(
     source = table.source
     text_dates = [c.name for c in table.data_columns if c.pg_type == "date" and c.name in raw.columns]
     derived = raw.with_columns(pl.col(text_dates).name.prefix("_raw_")).with_columns(fact_expressions(table))
-    rules = _violations(table, derived, raw, dimension_keys or {})
+    rules = _violations(table, raw, dimension_keys or {})
     checked = (
         derived.with_columns(
             pl.concat_list([pl.when(failing).then(pl.lit(rule)) for rule, failing, _ in rules])
