@@ -9,7 +9,7 @@ setup(
     version="0.1.0",
     description="Terrific Totes data platform: totesys -> ingestion zone -> star schema -> warehouse, on Dagster.",
     packages=find_packages(exclude=["totesys_platform_tests"]),
-    package_data={"totesys_platform.source": ["schema.sql"]},
+    package_data={"totesys_platform": ["local_dagster.yaml"], "totesys_platform.source": ["schema.sql"]},
     python_requires=">=3.11,<3.13",
     install_requires=[
         f"dagster=={DAGSTER}",

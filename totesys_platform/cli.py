@@ -17,16 +17,7 @@ from totesys_platform.resources.embedded import embedded_server_running, start_e
 from totesys_platform.resources.postgres import PostgresResource
 from totesys_platform.settings import Settings, SettingsError, load_settings
 
-DAGSTER_YAML = """\
-# Local Dagster instance for totesys_platform (SQLite under TOTESYS_HOME). See deploy/ for production.
-telemetry:
-  enabled: false
-concurrency:
-  pools:
-    default_limit: 1
-  runs:
-    max_concurrent_runs: 4
-"""
+LOCAL_INSTANCE_YAML = Path(__file__).with_name("local_dagster.yaml")
 
 
 def source_db(settings: Settings) -> PostgresResource:
@@ -42,7 +33,7 @@ def ensure_dagster_home(settings: Settings) -> Path:
     home = Path(os.environ.get("DAGSTER_HOME") or settings.dagster_home)
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").write_text(DAGSTER_YAML)
+        (home / "dagster.yaml").write_text(LOCAL_INSTANCE_YAML.read_text())
     return home
 
 

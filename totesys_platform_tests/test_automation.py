@@ -1,10 +1,14 @@
+import json
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import dagster as dg
 import psycopg
 import pytest
 
 from totesys_platform.automation import AlertSettings, totesys_failure_email_sensor
+from totesys_platform.cli import LOCAL_INSTANCE_YAML
 from totesys_platform.definitions import build_definitions
 from totesys_platform.source.simulator import Simulator
 from totesys_platform_tests.conftest import free_port, make_settings, run_graph
@@ -88,12 +92,8 @@ def smtp_inbox():
     controller.stop()
 
 
-def test_a_failed_run_sends_an_email_with_the_run_step_and_error(platform, tmp_path, smtp_inbox, monkeypatch):
-    port, received = smtp_inbox
-    monkeypatch.setenv("TOTESYS_SMTP_HOST", "127.0.0.1")
-    monkeypatch.setenv("TOTESYS_SMTP_PORT", str(port))
-    monkeypatch.setenv("TOTESYS_SMTP_SECURITY", "none")
-    monkeypatch.setenv("TOTESYS_ALERT_TO", "data-team@terrifictotes.com")
+def failed_run(platform, tmp_path):
+    """A run that fails (the source is down) and the failure sensor's context for it."""
     down = make_settings(tmp_path, f"postgresql://tote:hunter2@127.0.0.1:{free_port()}/totesys", platform.warehouse_url)
     instance = dg.DagsterInstance.ephemeral()
     result = run_graph(down, "group:raw", instance=instance, raise_on_error=False)
@@ -104,6 +104,16 @@ def test_a_failed_run_sends_an_email_with_the_run_step_and_error(platform, tmp_p
         dagster_instance=instance,
         dagster_run=result.dagster_run,
     ).for_run_failure()
+    return result, context
+
+
+def test_a_failed_run_sends_an_email_with_the_run_step_and_error(platform, tmp_path, smtp_inbox, monkeypatch):
+    port, received = smtp_inbox
+    monkeypatch.setenv("TOTESYS_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("TOTESYS_SMTP_PORT", str(port))
+    monkeypatch.setenv("TOTESYS_SMTP_SECURITY", "none")
+    monkeypatch.setenv("TOTESYS_ALERT_TO", "data-team@terrifictotes.com")
+    result, context = failed_run(platform, tmp_path)
     totesys_failure_email_sensor(context)
     deadline = time.monotonic() + 10
     while not received and time.monotonic() < deadline:
@@ -121,3 +131,100 @@ def test_unconfigured_alerts_are_off_with_a_log_line(caplog, monkeypatch):
     assert AlertSettings.from_env() is None
     with pytest.raises(ValueError, match="TOTESYS_SMTP_SECURITY"):
         AlertSettings.from_env({"TOTESYS_SMTP_HOST": "h", "TOTESYS_ALERT_TO": "a@b", "TOTESYS_SMTP_SECURITY": "tls1"})
+
+
+def _slow_raw_run(settings, dagster_home: str, start_at: float) -> tuple[bool, int, float, float]:
+    """In a process of its own: one run of the raw step, each table's ingestion slowed down a little.
+
+    Returns (success, rows ingested, first ingestion start, last ingestion end) in wall-clock time."""
+    import totesys_platform.assets.raw as raw_assets
+
+    spans: list[float] = []
+    real_ingest = raw_assets.ingest_table
+
+    def slow_ingest(*args, **kwargs):
+        spans.append(time.time())
+        result = real_ingest(*args, **kwargs)
+        time.sleep(0.3)  # long enough that two unguarded runs overlap
+        spans.append(time.time())
+        return result
+
+    raw_assets.ingest_table = slow_ingest
+    with dg.DagsterInstance.from_config(dagster_home) as instance:
+        time.sleep(max(0.0, start_at - time.time()))  # both runs start together
+        result = run_graph(settings, "group:raw", instance=instance)
+    rows = sum(
+        m.metadata["dagster/row_count"].value for m in result.asset_materializations_for_node("raw_totesys_tables")
+    )
+    return result.success, rows, min(spans), max(spans)
+
+
+def _two_raw_runs_at_once(settings, dagster_home) -> list[tuple[bool, int, float, float]]:
+    with dg.DagsterInstance.from_config(str(dagster_home)):
+        pass  # create the instance's storage once, before two processes race to
+    start_at = time.time() + 8  # after both processes have imported dagster
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        runs = list(pool.map(_slow_raw_run, [settings] * 2, [str(dagster_home)] * 2, [start_at] * 2))
+    assert all(success for success, *_ in runs)
+    return runs
+
+
+def _disjoint(a, b) -> bool:
+    return a[3] <= b[2] or b[3] <= a[2]
+
+
+@pytest.mark.slow
+def test_a_second_run_waits_for_the_pool_instead_of_ingesting_the_same_tables_at_once(platform, tmp_path):
+    guarded = tmp_path / "guarded"
+    guarded.mkdir()
+    (guarded / "dagster.yaml").write_text(LOCAL_INSTANCE_YAML.read_text())  # the shipped local instance
+    a, b = _two_raw_runs_at_once(platform, guarded)
+    assert _disjoint(a, b), "two runs ingested at the same time despite the pool"
+    assert sorted([a[1], b[1]])[0] == 0 < sorted([a[1], b[1]])[1]  # the one that waited found nothing new
+    # The control: without the shipped pool limit the same two runs do overlap, so the check above means something.
+    unguarded = tmp_path / "unguarded"
+    unguarded.mkdir()
+    (unguarded / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    control = make_settings(tmp_path / "control", platform.source_url, platform.warehouse_url)
+    assert not _disjoint(*_two_raw_runs_at_once(control, unguarded))
+
+
+def test_a_quiet_source_gets_a_heartbeat_run_so_freshness_stays_true(platform, monkeypatch):
+    import totesys_platform.automation as automation
+
+    defs = build_definitions(platform)
+    instance = dg.DagsterInstance.ephemeral()
+    first = evaluate(defs, instance)
+    instance.add_run(
+        dg.DagsterRun(
+            job_name="__ASSET_JOB",
+            run_id="b" * 36,
+            status=dg.DagsterRunStatus.SUCCESS,
+            tags={"dagster/sensor_name": "totesys_change_sensor"},
+        )
+    )
+    assert "no catalog table changed" in evaluate(defs, instance, first.cursor).skip_message
+    later = time.time() + automation.HEARTBEAT.total_seconds() + 1
+    monkeypatch.setattr(automation, "time", type("Clock", (), {"time": staticmethod(lambda: later)}))
+    (request,) = evaluate(defs, instance, first.cursor).run_requests
+    assert request.run_key.startswith("heartbeat-") and len(request.asset_selection) == 33
+
+
+def test_a_failed_run_is_published_to_an_sns_topic(platform, tmp_path, moto_endpoint, monkeypatch):
+    import boto3
+
+    for name in ("TOTESYS_SMTP_HOST", "TOTESYS_ALERT_TO"):
+        monkeypatch.delenv(name, raising=False)
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    topic = sns.create_topic(Name="totesys-alerts")["TopicArn"]
+    queue = sqs.create_queue(QueueName="totesys-alerts-inbox")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    monkeypatch.setenv("TOTESYS_ALERT_SNS_TOPIC_ARN", topic)
+    result, context = failed_run(platform, tmp_path)
+    totesys_failure_email_sensor(context)
+    (delivered,) = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=5)["Messages"]
+    notification = json.loads(delivered["Body"])
+    assert result.run_id[:8] in notification["Subject"]
+    assert result.run_id in notification["Message"] and "TOTESYS_SOURCE_URL: cannot connect" in notification["Message"]
+    assert "hunter2" not in notification["Message"]

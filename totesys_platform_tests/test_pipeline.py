@@ -36,7 +36,7 @@ EXPECTED_SQL = {
             UNION SELECT agreed_payment_date::date FROM purchase_order UNION SELECT agreed_delivery_date::date FROM purchase_order
             UNION SELECT created_at::date FROM payment UNION SELECT last_updated::date FROM payment
             UNION SELECT payment_date::date FROM payment),
-        span AS (SELECT make_date(extract(year FROM min(d))::int, 1, 1) lo, make_date(extract(year FROM max(d))::int, 12, 31) hi FROM used)
+        span AS (SELECT make_date(extract(year FROM min(d))::int, 1, 1) lo, make_date(extract(year FROM greatest(max(d), current_date + 365))::int, 12, 31) hi FROM used)
         SELECT g::date, extract(year FROM g)::int, extract(month FROM g)::int, extract(day FROM g)::int,
             extract(isodow FROM g)::int, trim(to_char(g, 'Day')), trim(to_char(g, 'Month')), extract(quarter FROM g)::int
         FROM span, generate_series(lo, hi, interval '1 day') g""",

@@ -4,7 +4,7 @@ Facts and large dimensions are built batch by batch: each new raw batch becomes 
 with the same time-ordered name, so the latest processed file says how far the raw zone has been
 consumed, and the work per run is proportional to the new batches. Small dimensions are rebuilt as a
 full snapshot from their sources' row versions whenever a source has a new batch. dim_date covers the
-dates of the new fact files.
+dates of the fact files in whole calendar years, and a year ahead of today.
 """
 
 import datetime as dt
@@ -115,8 +115,13 @@ def process_snapshot(table: WarehouseTable, ingestion: LakeZone, processed: Lake
     }
 
 
+# dim_date runs ahead of the data: orders agreed for next year find their dates already there.
+CALENDAR_AHEAD = dt.timedelta(days=365)
+
+
 def process_calendar(table: WarehouseTable, processed: LakeZone, run_id: str) -> dict:
-    """Extend dim_date to whole years covering every date in the new fact files."""
+    """Extend dim_date to whole years covering every date in the new fact files, and a year ahead of today."""
+    ahead = dt.date.today() + CALENDAR_AHEAD
     latest = processed.latest_key(table.name)
     previous = processed.read_metadata(latest) if latest else {}
     consumed = previous.get("inputs", {})
@@ -129,13 +134,13 @@ def process_calendar(table: WarehouseTable, processed: LakeZone, run_id: str) ->
         span = date_span(frame, fact) if frame is not None else None
         if span:
             spans.append(span)
-    if inputs == consumed:
+    if inputs == consumed and previous.get("end", "") >= calendar_years(ahead, ahead)[1].isoformat():
         return {"dagster/row_count": 0, "changed": False}
     if "start" in previous:
         spans.append((dt.date.fromisoformat(previous["start"]), dt.date.fromisoformat(previous["end"])))
     if not spans:
         return {"dagster/row_count": 0, "changed": False}
-    start, end = calendar_years(min(s[0] for s in spans), max(s[1] for s in spans))
+    start, end = calendar_years(min(s[0] for s in spans), max(ahead, *(s[1] for s in spans)))
     calendar = dim_date(start, end)
     key = processed.new_key(table.name, run_id)
     processed.write(key, [calendar], {"inputs": inputs, "start": start.isoformat(), "end": end.isoformat()})
