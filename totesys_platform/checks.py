@@ -1,11 +1,19 @@
-"""Asset checks generated from the catalog: one per warehouse table, each rule a SQL count of offending rows."""
+"""Asset checks on the warehouse generated from the catalog: the star-schema rules (each a SQL count of
+offending rows) and the reconciliation of every table with the ingestion zone and the quarantine.
+
+(The raw assets' schema-drift and key checks and the processed assets' blocking checks are evaluated
+inside those assets' own steps, where the data is in hand; see assets/raw.py and assets/processed.py.)"""
 
 import dagster as dg
+import polars as pl
 from psycopg import sql
 
+from totesys_platform.assets.processed import quarantine_dataset
 from totesys_platform.assets.warehouse import WarehouseConfig, warehouse_key
 from totesys_platform.catalog import WAREHOUSE_TABLES, WAREHOUSE_TABLES_BY_NAME, WarehouseTable
+from totesys_platform.resources.lake import LakeZone
 from totesys_platform.resources.postgres import PostgresResource
+from totesys_platform.transforms.quality import markdown_table
 
 
 def quality_rules(table: WarehouseTable, schema: str) -> list[tuple[str, bool, sql.Composable]]:
@@ -97,5 +105,97 @@ def build_warehouse_check(table: WarehouseTable) -> dg.AssetChecksDefinition:
     return _check
 
 
+# --- Reconciliation: the ingestion zone against the warehouse ---------------------------------
+
+
+def _warehouse_keys(conn, table: WarehouseTable, schema: str) -> pl.DataFrame:
+    """The warehouse's row identities in the raw zone's terms: (id, last_updated) or id."""
+    if table.is_fact:
+        query = sql.SQL("SELECT {}, (last_updated_date + last_updated_time)::timestamp FROM {}.{}")
+    else:
+        query = sql.SQL("SELECT {} FROM {}.{}")
+    rows = conn.execute(query.format(sql.Identifier(table.key), sql.Identifier(schema), sql.Identifier(table.name)))
+    names = [table.source.primary_key, "last_updated"] if table.is_fact else [table.source.primary_key]
+    return pl.DataFrame(rows.fetchall(), schema=names, orient="row")
+
+
+def reconciliation(
+    table: WarehouseTable, ingestion: LakeZone, processed: LakeZone, conn, schema: str
+) -> tuple[dict[str, int], pl.DataFrame, pl.DataFrame]:
+    """Counts (raw, quarantined, expected, warehouse) and, only when they differ, the rows missing from
+    and unexpected in the warehouse. Facts: every raw version once; dimensions: every source key once."""
+    source = table.source
+    raw_keys = ingestion.list_keys(source.name)
+    quarantine_keys = processed.list_keys(quarantine_dataset(table.name)) if table.is_fact else []
+    warehouse_count = conn.execute(
+        sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table.name))
+    ).fetchone()[0]
+    if table.is_fact:
+        raw_count = ingestion.row_count(raw_keys)  # the raw zone holds each version exactly once
+    else:
+        frame = ingestion.read(raw_keys, columns=[source.primary_key])
+        raw_count = 0 if frame is None else frame[source.primary_key].n_unique()
+    quarantined = processed.row_count(quarantine_keys)
+    counts = {
+        "raw": raw_count,
+        "quarantined": quarantined,
+        "expected_in_warehouse": raw_count - quarantined,
+        "warehouse": warehouse_count,
+    }
+    missing = unexpected = pl.DataFrame()
+    if counts["expected_in_warehouse"] != warehouse_count:
+        identity = [source.primary_key, source.cursor] if table.is_fact else [source.primary_key]
+        raw = ingestion.read(raw_keys, columns=identity)
+        expected = (raw if raw is not None else pl.DataFrame(schema=identity)).unique()
+        if quarantine_keys:
+            bad = processed.read(quarantine_keys, columns=["source_id", "last_updated"])
+            bad = bad.rename({"source_id": source.primary_key, "last_updated": source.cursor})  # type: ignore[union-attr]
+            expected = expected.join(bad, on=identity, how="anti")
+        actual = _warehouse_keys(conn, table, schema).cast(expected.schema)  # type: ignore[arg-type]
+        missing = expected.join(actual, on=identity, how="anti").sort(identity)
+        unexpected = actual.join(expected, on=identity, how="anti").sort(identity)
+    return counts, missing, unexpected
+
+
+def build_reconciliation_check(table: WarehouseTable) -> dg.AssetChecksDefinition:
+    what = (
+        "every ingested row version is in the table once or in quarantine"
+        if table.is_fact
+        else (f"one row per {table.source.name} in the ingestion zone")
+    )
+
+    @dg.asset_check(
+        asset=warehouse_key(table.name),
+        name=f"{table.name}_reconciles_with_the_ingestion_zone",
+        description=f"{table.name}: {what}; reports the counts and the differing rows.",
+    )
+    def _check(
+        warehouse_db: PostgresResource, ingestion_zone: LakeZone, processed_zone: LakeZone, warehouse: WarehouseConfig
+    ) -> dg.AssetCheckResult:
+        with warehouse_db.connect() as conn:
+            counts, missing, unexpected = reconciliation(
+                table, ingestion_zone, processed_zone, conn, warehouse.schema_name
+            )
+        passed = missing.is_empty() and unexpected.is_empty() and counts["expected_in_warehouse"] == counts["warehouse"]
+        return dg.AssetCheckResult(
+            passed=passed,
+            description="counts reconcile: "
+            + ", ".join(f"{k} {v}" for k, v in counts.items())
+            + ("" if passed else f"; {missing.height} missing from the warehouse, {unexpected.height} unexpected"),
+            metadata={
+                **counts,
+                "missing_rows": missing.height,
+                "unexpected_rows": unexpected.height,
+                "missing_sample": dg.MetadataValue.md(markdown_table(missing, limit=10)),
+                "unexpected_sample": dg.MetadataValue.md(markdown_table(unexpected, limit=10)),
+            },
+        )
+
+    return _check
+
+
 def build_checks() -> list[dg.AssetChecksDefinition]:
-    return [build_warehouse_check(t) for t in WAREHOUSE_TABLES]
+    return [
+        *(build_warehouse_check(t) for t in WAREHOUSE_TABLES),
+        *(build_reconciliation_check(t) for t in WAREHOUSE_TABLES if t.build != "calendar"),
+    ]

@@ -26,6 +26,10 @@ STAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 class SchemaDriftError(RuntimeError):
     """A catalog column is missing at the source (new columns are kept, not an error)."""
 
+    def __init__(self, message: str, missing: list[str], extra: list[str], retyped: list[str]):
+        super().__init__(message)
+        self.missing, self.extra, self.retyped = missing, extra, retyped
+
 
 @dataclass
 class IngestResult:
@@ -36,6 +40,8 @@ class IngestResult:
     previous_watermark: str | None
     since: str | None
     extra_columns: list[str] = field(default_factory=list)
+    retyped_columns: list[str] = field(default_factory=list)
+    null_keys: int = 0  # rows of the batch with a null primary key or cursor
     skipped_duplicates: int = 0
     seconds: float = 0.0
 
@@ -125,18 +131,24 @@ def ingest_table(
     started = time.perf_counter()
     actual = source_columns(cursor, table.name)
     if not actual:
-        raise SchemaDriftError(f"raw/{table.name}: table {table.name!r} not found at the source")
+        missing = [c.name for c in table.columns]
+        raise SchemaDriftError(f"raw/{table.name}: table {table.name!r} not found at the source", missing, [], [])
     missing, extra, retyped = compare_columns(table, actual)
     if missing:
         raise SchemaDriftError(
             f"raw/{table.name}: column(s) {', '.join(missing)} expected by the catalog are missing from "
-            f"source table {table.name!r} (it has: {', '.join(actual)}); nothing was ingested"
+            f"source table {table.name!r} (it has: {', '.join(actual)}); nothing was ingested",
+            missing,
+            extra,
+            retyped,
         )
     latest = zone.latest_key(table.name)
     previous = zone.read_metadata(latest).get("watermark") if latest else None
     since_dt = dt.datetime.fromisoformat(previous) - lookback if previous else None
     seen = ingested_since(zone, table, since_dt) if since_dt else None
-    result = IngestResult(table.name, None, 0, previous, previous, since_dt.isoformat() if since_dt else None, extra)
+    result = IngestResult(
+        table.name, None, 0, previous, previous, since_dt.isoformat() if since_dt else None, extra, retyped
+    )
     newest: list[dt.datetime] = [dt.datetime.fromisoformat(previous)] if previous else []
 
     def fresh_chunks() -> Iterator[pl.DataFrame]:
@@ -148,6 +160,9 @@ def ingest_table(
                 chunk = chunk.join(seen, on=[table.primary_key, table.cursor], how="anti")
                 result.skipped_duplicates += before - chunk.height
             if chunk.height:
+                result.null_keys += chunk.filter(
+                    pl.col(table.primary_key).is_null() | pl.col(table.cursor).is_null()
+                ).height
                 newest.append(chunk[table.cursor].max())  # type: ignore[arg-type]
                 yield chunk
 

@@ -1,6 +1,7 @@
 import datetime as dt
 from pathlib import Path
 
+import dagster as dg
 import polars as pl
 import psycopg
 import pytest
@@ -104,8 +105,19 @@ def test_source_down_fails_clearly_writes_nothing_and_the_next_run_recovers(plat
     assert recovered.success and LakeZone(url=platform.ingestion_url).list_keys("payment")
 
 
+def check_evaluation(result, asset: str, check: str):
+    (evaluation,) = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key.to_user_string() == asset and e.check_name == check
+    ]
+    return evaluation
+
+
 def test_new_columns_are_kept_and_reported_and_dropped_ones_fail_clearly(platform):
-    run_graph(platform, RAW)
+    first = run_graph(platform, RAW)
+    assert all(e.passed for e in first.get_asset_check_evaluations())
+    assert len(first.get_asset_check_evaluations()) == 22  # two checks per raw table
     with psycopg.connect(platform.source_url) as conn:
         Simulator(conn).inject_new_column("design", "colour")
         conn.execute("UPDATE design SET last_updated = now() WHERE design_id = 8")
@@ -116,15 +128,31 @@ def test_new_columns_are_kept_and_reported_and_dropped_ones_fail_clearly(platfor
         if e.asset_key.path == ["raw", "design"]
     )
     assert design.metadata["new_source_columns"].value == "colour"
+    drift = check_evaluation(result, "raw/design", "columns_match_the_catalog")
+    assert not drift.passed and drift.severity == dg.AssetCheckSeverity.WARN
+    assert "new column colour (kept as text)" in drift.description
     batch = LakeZone(url=platform.ingestion_url)
     latest = batch.read(batch.list_keys("design")[-1:])
     assert latest["colour"].to_list() == ["unknown"]
+    # A dropped column: an error on that table's check, nothing ingested for it, the other tables go on.
     with psycopg.connect(platform.source_url) as conn:
         Simulator(conn).drop_column("staff", "email_address")
-    failed = run_graph(platform, RAW, raise_on_error=False)
-    assert not failed.success
-    message = failure_text(failed)
-    assert "email_address" in message and "staff" in message and "missing" in message
+        conn.execute("UPDATE payment SET last_updated = now() WHERE payment_id = 2")
+    staff_batches = batch.list_keys("staff")
+    dropped = run_graph(platform, RAW)
+    drift = check_evaluation(dropped, "raw/staff", "columns_match_the_catalog")
+    assert not drift.passed and drift.severity == dg.AssetCheckSeverity.ERROR
+    assert "missing column email_address" in drift.description and "staff" in drift.description
+    materialized = {e.asset_key.to_user_string() for e in dropped.get_asset_materialization_events()}
+    assert "raw/payment" in materialized and "raw/staff" not in materialized
+    assert batch.list_keys("staff") == staff_batches
+    # Fixed at the source: the next run ingests the table again, nothing lost.
+    with psycopg.connect(platform.source_url) as conn:
+        conn.execute("ALTER TABLE staff ADD COLUMN email_address text NOT NULL DEFAULT 'back@terrifictotes.com'")
+        conn.execute("UPDATE staff SET last_updated = now() WHERE staff_id = 3")
+    recovered = run_graph(platform, RAW)
+    assert check_evaluation(recovered, "raw/staff", "columns_match_the_catalog").passed
+    assert batch.read(batch.list_keys("staff")[-1:])["staff_id"].to_list() == [3]
 
 
 def test_only_catalog_tables_are_read(platform, monkeypatch):

@@ -8,6 +8,7 @@ dates of the fact files in whole calendar years, and a year ahead of today.
 """
 
 import datetime as dt
+from dataclasses import dataclass, field
 
 import dagster as dg
 import polars as pl
@@ -15,7 +16,15 @@ import polars as pl
 from totesys_platform.assets.raw import raw_key
 from totesys_platform.catalog import WAREHOUSE_TABLES, WAREHOUSE_TABLES_BY_NAME, WarehouseTable
 from totesys_platform.resources.lake import LakeZone
+from totesys_platform.transforms.quality import (
+    RuleResult,
+    evaluate_rules,
+    markdown_report,
+    markdown_table,
+    merge_results,
+)
 from totesys_platform.transforms.star import (
+    QUARANTINE_SCHEMA,
     build_dimension,
     build_facts,
     calendar_years,
@@ -55,15 +64,42 @@ def dimension_keys(zone: LakeZone, table: WarehouseTable) -> dict[str, pl.Series
     return keys
 
 
-def process_batchwise(table: WarehouseTable, ingestion: LakeZone, processed: LakeZone) -> dict:
+class BatchRejectedError(RuntimeError):
+    """A processed batch broke a blocking quality rule; it was not written, so the warehouse never sees it."""
+
+    def __init__(self, table: WarehouseTable, source: str, results: list[RuleResult]):
+        failing = "; ".join(f"{r.rule}: {r.offending} rows" for r in results if r.is_error and r.offending)
+        super().__init__(f"processed/{table.name}: the batch from {source} was not written: {failing}")
+        self.results = results
+
+
+@dataclass
+class Outcome:
+    """What one processed materialisation did: its metadata, quality results and quarantined rows."""
+
+    metadata: dict
+    quality: list[RuleResult]
+    quarantined: list[pl.DataFrame] = field(default_factory=list)
+
+
+def checked(table: WarehouseTable, frame: pl.DataFrame, source: str, keys=None) -> list[RuleResult]:
+    """The catalog rules on a frame about to be written; errors stop it here (blocking)."""
+    results = evaluate_rules(table, frame, keys)
+    if any(r.is_error and r.offending for r in results):
+        raise BatchRejectedError(table, source, results)
+    return results
+
+
+def process_batchwise(table: WarehouseTable, ingestion: LakeZone, processed: LakeZone) -> Outcome:
     """Turn every raw batch not yet processed into one processed (and maybe one quarantine) file."""
     source = table.source
     done = processed.latest_key(table.name)
     pending = ingestion.list_keys(source.name, after=mirrored(done, source.name) if done else None)
     keys = dimension_keys(processed, table) if table.is_fact else {}
     rows = quarantined = 0
-    written = []
+    written, bad_rows = [], []
     schema = None
+    quality = evaluate_rules(table, pl.DataFrame(schema=table.schema), keys)
     for raw_key_ in pending:
         raw = ingestion.read([raw_key_])
         if table.is_fact:
@@ -71,33 +107,40 @@ def process_batchwise(table: WarehouseTable, ingestion: LakeZone, processed: Lak
             frame, bad = batch.facts, batch.quarantine
         else:
             frame, bad = build_dimension(table, {source.name: raw}), None
+        quality = merge_results(quality, checked(table, frame, raw_key_, keys))
         if bad is not None and bad.height:
             # Written first and under a deterministic name: a re-run after a crash finds it in place.
             processed.write(
                 mirrored(raw_key_, quarantine_dataset(table.name)), [bad], {"source_batch": raw_key_}, exist_ok=True
             )
             quarantined += bad.height
+            bad_rows.append(bad)
         out = mirrored(raw_key_, table.name)
         processed.write(out, [frame], {"source_batch": raw_key_, "rows_in": raw.height})
         rows += frame.height
         written.append(processed.uri(out))
         schema = frame
-    return {
+    metadata = {
         "dagster/row_count": rows,
         "quarantined_rows": quarantined,
         "raw_batches_read": len(pending),
         "files_written": "\n".join(written),
         **({"dagster/column_schema": table_schema(schema)} if schema is not None else {}),
     }
+    return Outcome(metadata, quality, bad_rows)
 
 
-def process_snapshot(table: WarehouseTable, ingestion: LakeZone, processed: LakeZone, run_id: str) -> dict:
+def process_snapshot(table: WarehouseTable, ingestion: LakeZone, processed: LakeZone, run_id: str) -> Outcome:
     """Rebuild a small dimension from its sources' row versions when any source has a new batch."""
     latest = processed.latest_key(table.name)
     consumed = processed.read_metadata(latest).get("inputs", {}) if latest else {}
     inputs = {name: ingestion.latest_key(name) for name in table.sources}
     if latest and inputs == consumed:
-        return {"dagster/row_count": 0, "snapshot": processed.uri(latest), "changed": False}
+        in_place = processed.read([latest])
+        return Outcome(
+            {"dagster/row_count": 0, "snapshot": processed.uri(latest), "changed": False},
+            evaluate_rules(table, in_place),  # type: ignore[arg-type]
+        )
     sources = {}
     for name in table.sources:
         frame = ingestion.read(ingestion.list_keys(name))
@@ -105,21 +148,23 @@ def process_snapshot(table: WarehouseTable, ingestion: LakeZone, processed: Lake
             raise RuntimeError(f"processed/{table.name}: no raw batches for {name!r} yet; materialise raw/{name} first")
         sources[name] = frame
     snapshot = build_dimension(table, sources)
+    quality = checked(table, snapshot, ", ".join(f"raw/{name}" for name in table.sources))
     key = processed.new_key(table.name, run_id)
     processed.write(key, [snapshot], {"inputs": inputs})
-    return {
+    metadata = {
         "dagster/row_count": snapshot.height,
         "snapshot": processed.uri(key),
         "changed": True,
         "dagster/column_schema": table_schema(snapshot),
     }
+    return Outcome(metadata, quality)
 
 
 # dim_date runs ahead of the data: orders agreed for next year find their dates already there.
 CALENDAR_AHEAD = dt.timedelta(days=365)
 
 
-def process_calendar(table: WarehouseTable, processed: LakeZone, run_id: str) -> dict:
+def process_calendar(table: WarehouseTable, processed: LakeZone, run_id: str) -> Outcome:
     """Extend dim_date to whole years covering every date in the new fact files, and a year ahead of today."""
     ahead = dt.date.today() + CALENDAR_AHEAD
     latest = processed.latest_key(table.name)
@@ -134,23 +179,28 @@ def process_calendar(table: WarehouseTable, processed: LakeZone, run_id: str) ->
         span = date_span(frame, fact) if frame is not None else None
         if span:
             spans.append(span)
+    unchanged = Outcome(
+        {"dagster/row_count": 0, "changed": False}, evaluate_rules(table, pl.DataFrame(schema=table.schema))
+    )
     if inputs == consumed and previous.get("end", "") >= calendar_years(ahead, ahead)[1].isoformat():
-        return {"dagster/row_count": 0, "changed": False}
+        return unchanged
     if "start" in previous:
         spans.append((dt.date.fromisoformat(previous["start"]), dt.date.fromisoformat(previous["end"])))
     if not spans:
-        return {"dagster/row_count": 0, "changed": False}
+        return unchanged
     start, end = calendar_years(min(s[0] for s in spans), max(ahead, *(s[1] for s in spans)))
     calendar = dim_date(start, end)
+    quality = checked(table, calendar, "the fact files")
     key = processed.new_key(table.name, run_id)
     processed.write(key, [calendar], {"inputs": inputs, "start": start.isoformat(), "end": end.isoformat()})
-    return {
+    metadata = {
         "dagster/row_count": calendar.height,
         "snapshot": processed.uri(key),
         "first_date": start.isoformat(),
         "last_date": end.isoformat(),
         "changed": True,
     }
+    return Outcome(metadata, quality)
 
 
 def _deps(table: WarehouseTable) -> list[dg.AssetKey]:
@@ -164,29 +214,104 @@ def _deps(table: WarehouseTable) -> list[dg.AssetKey]:
     return deps
 
 
+def quality_check_name(table: WarehouseTable) -> str:
+    return f"{table.name}_batch_meets_the_star_schema_rules"
+
+
+def quarantine_check_name(table: WarehouseTable) -> str:
+    return f"{table.name}_quarantine_is_empty"
+
+
+def quality_check_result(table: WarehouseTable, results: list[RuleResult]) -> dg.AssetCheckResult:
+    errors = [r for r in results if r.is_error and r.offending]
+    warnings = [r for r in results if not r.is_error and r.offending]
+    return dg.AssetCheckResult(
+        check_name=quality_check_name(table),
+        passed=not errors and not warnings,
+        severity=dg.AssetCheckSeverity.ERROR if errors else dg.AssetCheckSeverity.WARN,
+        description="; ".join(f"{r.rule}: {r.offending} rows" for r in errors + warnings)
+        or "every rule holds on the new data",
+        metadata={
+            "rules": dg.MetadataValue.md(markdown_report(results)),
+            "failing_rules": len(errors),
+            "warning_rules": len(warnings),
+        },
+    )
+
+
+def quarantine_check_result(table: WarehouseTable, quarantined: list[pl.DataFrame]) -> dg.AssetCheckResult:
+    bad = pl.concat(quarantined) if quarantined else pl.DataFrame(schema=QUARANTINE_SCHEMA)
+    by_rule = bad.group_by("rule").len().sort("rule")
+    return dg.AssetCheckResult(
+        check_name=quarantine_check_name(table),
+        passed=bad.is_empty(),
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"{bad.height} rows quarantined this run: "
+            + ", ".join(f"{rule} {n}" for rule, n in by_rule.iter_rows())
+            + f"; see {quarantine_dataset(table.name)} in the processed zone"
+        )
+        if bad.height
+        else "no rows quarantined this run",
+        metadata={
+            "quarantined_rows": bad.height,
+            "by_rule": dg.MetadataValue.md(markdown_table(by_rule, limit=20)),
+            "sample": dg.MetadataValue.md(markdown_table(bad.select("source_id", "last_updated", "rule", "reason"))),
+        },
+    )
+
+
+BUILDS = {"facts": "batchwise", "delta": "batchwise", "snapshot": "snapshot", "calendar": "calendar"}
+
+
 def build_processed_asset(table: WarehouseTable, **asset_kwargs) -> dg.AssetsDefinition:
+    key = processed_key(table.name)
+    check_specs = [
+        dg.AssetCheckSpec(
+            quality_check_name(table),
+            asset=key,
+            blocking=True,
+            description="Blocking: keys unique, NOT NULL filled, references resolve, accepted values; a batch "
+            "breaking one is not written, so it never reaches the warehouse. Spec ranges warn.",
+        )
+    ]
+    if table.is_fact:
+        check_specs.append(
+            dg.AssetCheckSpec(
+                quarantine_check_name(table),
+                asset=key,
+                description="Warns with the count, rules and a sample of rows quarantined this run.",
+            )
+        )
+
     @dg.asset(
-        key=processed_key(table.name),
+        key=key,
         deps=_deps(table),
         group_name=PROCESSED_GROUP,
         description=f"{table.description} (processed zone, Parquet)",
         kinds={"polars", "parquet"},
         metadata={"build": table.build, "natural_key": ", ".join(table.version_key)},
         pool="totesys_processed",
+        check_specs=check_specs,
         **asset_kwargs,
     )
-    def _processed(
-        context: dg.AssetExecutionContext, ingestion_zone: LakeZone, processed_zone: LakeZone
-    ) -> dg.MaterializeResult:
+    def _processed(context: dg.AssetExecutionContext, ingestion_zone: LakeZone, processed_zone: LakeZone):
         processed_zone.check_reachable()
-        if table.build in ("facts", "delta"):
-            metadata = process_batchwise(table, ingestion_zone, processed_zone)
-        elif table.build == "snapshot":
-            metadata = process_snapshot(table, ingestion_zone, processed_zone, context.run_id)
-        else:
-            metadata = process_calendar(table, processed_zone, context.run_id)
-        context.log.info(f"processed/{table.name}: {metadata['dagster/row_count']} rows")
-        return dg.MaterializeResult(metadata=metadata)
+        try:
+            if BUILDS[table.build] == "batchwise":
+                outcome = process_batchwise(table, ingestion_zone, processed_zone)
+            elif BUILDS[table.build] == "snapshot":
+                outcome = process_snapshot(table, ingestion_zone, processed_zone, context.run_id)
+            else:
+                outcome = process_calendar(table, processed_zone, context.run_id)
+        except BatchRejectedError as rejected:
+            yield quality_check_result(table, rejected.results)
+            raise dg.Failure(description=str(rejected), allow_retries=False) from rejected
+        context.log.info(f"processed/{table.name}: {outcome.metadata['dagster/row_count']} rows")
+        checks = [quality_check_result(table, outcome.quality)]
+        if table.is_fact:
+            checks.append(quarantine_check_result(table, outcome.quarantined))
+        yield dg.MaterializeResult(metadata=outcome.metadata, check_results=checks)
 
     return _processed
 

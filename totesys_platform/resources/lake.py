@@ -169,6 +169,15 @@ class LakeZone(dg.ConfigurableResource):
             kv = pq.read_metadata(handle).metadata or {}
         return json.loads(kv.get(METADATA_KEY, b"{}"))
 
+    def row_count(self, keys: list[str]) -> int:
+        """Rows in the files, from their Parquet footers (no data read)."""
+        fs, root = self._fs()
+        total = 0
+        for key in keys:
+            with fs.open(f"{root}/{key}", "rb") as handle:
+                total += pq.read_metadata(handle).num_rows
+        return total
+
     def read(self, keys: list[str], columns: list[str] | None = None) -> pl.DataFrame | None:
         """The files' rows concatenated in key order (None when there are no keys)."""
         if not keys:
