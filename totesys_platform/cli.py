@@ -28,12 +28,31 @@ def warehouse_db(settings: Settings) -> PostgresResource:
     return database_resource(settings, "warehouse")
 
 
+POSTGRES_STORAGE_YAML = """
+# DAGSTER_PG_URL is set: runs, events and schedules in PostgreSQL instead of SQLite.
+storage:
+  postgres:
+    postgres_url:
+      env: DAGSTER_PG_URL
+"""
+
+
+def local_instance_yaml(settings: Settings) -> str:
+    """The shipped local instance config; with DAGSTER_PG_URL, its storage in PostgreSQL (one setting)."""
+    return LOCAL_INSTANCE_YAML.read_text() + (POSTGRES_STORAGE_YAML if settings.dagster_pg_url else "")
+
+
 def ensure_dagster_home(settings: Settings) -> Path:
-    """DAGSTER_HOME if set, else TOTESYS_HOME/dagster_home with the shipped local instance config."""
+    """DAGSTER_HOME if set, else TOTESYS_HOME/dagster_home with the shipped local instance config.
+
+    A dagster.yaml someone else wrote is left alone; one written here is kept in step with the settings."""
     home = Path(os.environ.get("DAGSTER_HOME") or settings.dagster_home)
     home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").write_text(LOCAL_INSTANCE_YAML.read_text())
+    config = home / "dagster.yaml"
+    wanted = local_instance_yaml(settings)
+    if not config.exists() or config.read_text().startswith(LOCAL_INSTANCE_YAML.read_text().splitlines()[0]):
+        if not config.exists() or config.read_text() != wanted:
+            config.write_text(wanted)
     return home
 
 

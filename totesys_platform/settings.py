@@ -89,6 +89,8 @@ class Settings:
     max_retries: int = 2
     source_secret_id: str | None = None
     warehouse_secret_id: str | None = None
+    # The Dagster instance's own PostgreSQL (runs, events, schedules); unset means SQLite in dagster_home.
+    dagster_pg_url: str | None = None
 
     @property
     def embedded_pgdata(self) -> Path:
@@ -143,4 +145,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_retries=_positive_int(env, "TOTESYS_MAX_RETRIES", 2, minimum=0),
         source_secret_id=env.get("TOTESYS_SOURCE_SECRET_ID") or None,
         warehouse_secret_id=env.get("TOTESYS_WAREHOUSE_SECRET_ID") or None,
+        dagster_pg_url=_dagster_pg_url(env.get("DAGSTER_PG_URL") or None),
     )
+
+
+def _dagster_pg_url(url: str | None) -> str | None:
+    """dagster-postgres needs the psycopg2 driver named in the URL (see docs/dagster-stack.md)."""
+    if url and not url.startswith("postgresql+psycopg2://"):
+        raise SettingsError(
+            f"DAGSTER_PG_URL must start with postgresql+psycopg2:// (got {redact_url(url)}); plain postgresql:// "
+            "makes SQLAlchemy pick psycopg 3, which dagster-postgres cannot use"
+        )
+    return url
