@@ -17,6 +17,7 @@ setup(
         f"dagster-aws=={DAGSTER_LIBS}",
         f"dagster-postgres=={DAGSTER_LIBS}",
         "polars==1.44.2",
+        "plotly==7.1.0",  # dashboard charts; self-contained HTML with plotly.js inlined
         "pyarrow==26.0.1",
         "numpy==2.4.6",
         "psycopg[binary]==3.3.9",

@@ -145,7 +145,7 @@ def cmd_demo(args, settings: Settings) -> int:
         cmd_source(argparse.Namespace(action="generate", scale=args.scale, seed=args.seed), settings)
     else:
         _progress("reusing the existing totesys source (use --fresh to regenerate)")
-    _progress("materialising every asset: raw -> processed -> warehouse")
+    _progress("materialising every asset: raw -> processed -> warehouse -> reports")
     code = materialize_all(settings)
     if code != 0:
         _progress(f"materialisation failed (exit {code}); see the log above")
@@ -166,6 +166,7 @@ Warehouse:       {described["warehouse"]}  schema {schema}
 Source:          {described["source"]}
 Ingestion zone:  {settings.ingestion_url}
 Processed zone:  {settings.processed_url}
+Dashboard:       {settings.reports_url}/dashboard.html   (views: schema reports in the warehouse)
 Dagster UI:      DAGSTER_HOME={ensure_dagster_home(settings)} .venv/bin/dagster dev -w workspace.yaml
                  then open http://127.0.0.1:3000 (lineage, sensors, checks)
 """)

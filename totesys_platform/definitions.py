@@ -8,6 +8,7 @@ import dagster as dg
 
 from totesys_platform.assets.processed import build_processed_assets
 from totesys_platform.assets.raw import build_raw_assets
+from totesys_platform.assets.reports import build_report_assets
 from totesys_platform.assets.warehouse import WarehouseConfig, build_warehouse_assets
 from totesys_platform.automation import (
     RETRY_POLICY,
@@ -59,6 +60,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "warehouse_db": database_resource(settings, "warehouse"),
         "ingestion_zone": LakeZone(url=settings.ingestion_url, zone_name="ingestion"),
         "processed_zone": LakeZone(url=settings.processed_url, zone_name="processed"),
+        "reports_zone": LakeZone(url=settings.reports_url, zone_name="reports"),
         "warehouse": WarehouseConfig(schema_name=settings.warehouse_schema),
     }
 
@@ -69,6 +71,7 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         build_raw_assets(lookback_seconds=settings.lookback_seconds, chunk_rows=settings.extract_chunk_rows, **retry),
         *build_processed_assets(**retry),
         *build_warehouse_assets(freshness_policy=WAREHOUSE_FRESHNESS, **retry),
+        *build_report_assets(**retry),
     ]
 
 

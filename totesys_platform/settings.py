@@ -91,6 +91,8 @@ class Settings:
     warehouse_secret_id: str | None = None
     # The Dagster instance's own PostgreSQL (runs, events, schedules); unset means SQLite in dagster_home.
     dagster_pg_url: str | None = None
+    # Where the dashboard is written: a local folder or s3://bucket/prefix.
+    reports_url: str = ""
 
     @property
     def embedded_pgdata(self) -> Path:
@@ -109,6 +111,7 @@ class Settings:
             "warehouse schema": self.warehouse_schema,
             "ingestion zone": self.ingestion_url,
             "processed zone": self.processed_url,
+            "reports": self.reports_url,
         }
 
 
@@ -146,6 +149,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         source_secret_id=env.get("TOTESYS_SOURCE_SECRET_ID") or None,
         warehouse_secret_id=env.get("TOTESYS_WAREHOUSE_SECRET_ID") or None,
         dagster_pg_url=_dagster_pg_url(env.get("DAGSTER_PG_URL") or None),
+        reports_url=validate_zone_url(
+            "TOTESYS_REPORTS_URL", env.get("TOTESYS_REPORTS_URL") or str(home / "reports"), home
+        ),
     )
 
 

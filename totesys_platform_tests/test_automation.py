@@ -10,8 +10,11 @@ import pytest
 from totesys_platform.automation import AlertSettings, totesys_failure_email_sensor
 from totesys_platform.cli import LOCAL_INSTANCE_YAML
 from totesys_platform.definitions import build_definitions
+from totesys_platform.reports import REPORTS
 from totesys_platform.source.simulator import Simulator
 from totesys_platform_tests.conftest import free_port, make_settings, run_graph
+
+ALL_ASSETS = 33 + len(REPORTS) + 1  # 11 raw, 11 processed, 11 warehouse, the reports and the dashboard
 
 
 def evaluate(defs: dg.Definitions, instance, cursor=None):
@@ -24,7 +27,7 @@ def test_change_sensor_requests_exactly_the_changed_tables_and_downstream(platfo
     defs = build_definitions(platform)
     instance = dg.DagsterInstance.ephemeral()
     first = evaluate(defs, instance)
-    assert len(first.run_requests) == 1 and len(first.run_requests[0].asset_selection) == 33
+    assert len(first.run_requests) == 1 and len(first.run_requests[0].asset_selection) == ALL_ASSETS
     quiet = evaluate(defs, instance, first.cursor)
     assert not quiet.run_requests and "no catalog table changed" in quiet.skip_message
     with psycopg.connect(platform.source_url) as conn:
@@ -69,7 +72,7 @@ def test_warehouse_assets_carry_the_30_minute_freshness_policy_and_retries(tmp_p
     job = defs.resolve_job_def("totesys_pipeline_job")
     check_steps = ("_meets_the_star_schema_rules", "_reconciles_with_the_ingestion_zone")
     asset_steps = [n for n in job.graph.node_defs if not n.name.endswith(check_steps)]
-    assert len(asset_steps) == 23  # one raw multi-asset, 11 processed, 11 warehouse
+    assert len(asset_steps) == 23 + len(REPORTS) + 1  # one raw multi-asset, 11 processed, 11 warehouse, reports
     assert all(node.retry_policy and node.retry_policy.max_retries == 2 for node in asset_steps)
     assert {s.name for s in defs.sensors} == {"totesys_change_sensor", "totesys_failure_email_sensor"}
     assert defs.get_schedule_def("nightly_reconciliation_schedule").cron_schedule == "0 2 * * *"
@@ -208,7 +211,7 @@ def test_a_quiet_source_gets_a_heartbeat_run_so_freshness_stays_true(platform, m
     later = time.time() + automation.HEARTBEAT.total_seconds() + 1
     monkeypatch.setattr(automation, "time", type("Clock", (), {"time": staticmethod(lambda: later)}))
     (request,) = evaluate(defs, instance, first.cursor).run_requests
-    assert request.run_key.startswith("heartbeat-") and len(request.asset_selection) == 33
+    assert request.run_key.startswith("heartbeat-") and len(request.asset_selection) == ALL_ASSETS
 
 
 def test_a_failed_run_is_published_to_an_sns_topic(platform, tmp_path, moto_endpoint, monkeypatch):

@@ -12,6 +12,7 @@ import pytest
 
 from totesys_platform.catalog import SOURCE_TABLES, WAREHOUSE_TABLES
 from totesys_platform.definitions import build_definitions
+from totesys_platform.reports import REPORTS
 from totesys_platform.settings import load_settings
 from totesys_platform_tests.conftest import REPO, free_port
 
@@ -25,9 +26,11 @@ def test_definitions_load_with_the_expected_groups_and_lineage(tmp_path):
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {f"raw/{t.name}" for t in SOURCE_TABLES} | {f"processed/{t.name}" for t in WAREHOUSE_TABLES} | {
         f"warehouse/{t.name}" for t in WAREHOUSE_TABLES
-    }
+    } | {f"reports/{r.name}" for r in REPORTS} | {"reports/dashboard"}
     groups = {graph.get(k).group_name for k in graph.get_all_asset_keys()}
-    assert groups == {"raw", "processed", "warehouse"}
+    assert groups == {"raw", "processed", "warehouse", "reports"}
+    dashboard_parents = graph.get(dg.AssetKey(["reports", "dashboard"])).parent_keys
+    assert {k.to_user_string() for k in dashboard_parents} == {f"reports/{r.name}" for r in REPORTS}
     parents = {k.to_user_string() for k in graph.get(dg.AssetKey(["warehouse", "fact_sales_order"])).parent_keys}
     assert parents >= {"processed/fact_sales_order", "warehouse/dim_staff", "warehouse/dim_date"}
     assert {k.to_user_string() for k in graph.get(dg.AssetKey(["processed", "dim_staff"])).parent_keys} == {
@@ -100,7 +103,7 @@ def test_webserver_serves_the_asset_graph_over_graphql(tmp_path):
             time.sleep(1)
         assert nodes, "the webserver did not serve the asset graph"
         by_key = {"/".join(n["assetKey"]["path"]): n for n in nodes}
-        assert len(by_key) == 33
+        assert len(by_key) == 33 + len(REPORTS) + 1
         assert {"/".join(d["path"]) for d in by_key["processed/fact_payment"]["dependencyKeys"]} >= {"raw/payment"}
         assert {"/".join(d["path"]) for d in by_key["warehouse/fact_payment"]["dependencyKeys"]} >= {
             "processed/fact_payment"

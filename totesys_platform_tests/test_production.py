@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from totesys_platform.catalog import WAREHOUSE_TABLES
+from totesys_platform.reports import REPORTS
 from totesys_platform.settings import load_settings
 from totesys_platform_tests.conftest import REPO, make_settings, run_graph
 from totesys_platform_tests.test_pipeline import warehouse_rows
@@ -97,7 +98,7 @@ def test_full_pipeline_on_the_production_profile_matches_the_local_run(aws, tmp_
             "SELECT count(DISTINCT asset_key) FROM event_logs WHERE run_id = %s AND dagster_event_type = %s",
             (run_id, "ASSET_MATERIALIZATION"),
         ).fetchone()[0]
-        assert materialized == 33
+        assert materialized == 33 + len(REPORTS) + 1  # raw, processed, warehouse, reports, dashboard
     # Nothing secret reached the instance database.
     with psycopg.connect(aws["instance_db"]) as conn:
         dump = "".join(str(r) for r in conn.execute("SELECT event FROM event_logs").fetchall())

@@ -102,6 +102,16 @@ class LakeZone(dg.ConfigurableResource):
             self._publish(local, target)
         return rows
 
+    def write_document(self, key: str, data: bytes) -> str:
+        """A document that is replaced on each refresh (the dashboard), written whole; returns its URI."""
+        fs, root = self._fs()
+        with tempfile.TemporaryDirectory(prefix="totesys-") as tmp:
+            local = os.path.join(tmp, "document")
+            with open(local, "wb") as handle:
+                handle.write(data)
+            self._publish(local, f"{root}/{key}")
+        return self.uri(key)
+
     def _publish(self, local: str, target: str) -> None:
         fs, _ = self._fs()
         if self.is_local:

@@ -1,0 +1,277 @@
+"""Business summaries over the warehouse: SQL views (usable from any BI tool) and the HTML dashboard.
+
+Facts keep every version of a source row, so every summary reads the *current* version of each order
+and payment (the `*_current` views). Amounts are never summed across currencies: every money figure
+is per currency code. No Dagster here; assets/reports.py wraps it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from dataclasses import dataclass
+
+import plotly.graph_objects as go
+import plotly.io as pio
+import polars as pl
+import psycopg
+from psycopg import sql
+
+# The newest version of each fact row, by (last_updated_date, last_updated_time).
+CURRENT_VIEWS = {
+    "sales_order_current": ("fact_sales_order", "sales_order_id"),
+    "purchase_order_current": ("fact_purchase_order", "purchase_order_id"),
+    "payment_current": ("fact_payment", "payment_id"),
+}
+
+
+@dataclass(frozen=True)
+class Chart:
+    kind: str  # "bar" (grouped by the series column) or "line"
+    x: str
+    y: str
+    series: str = "currency_code"  # one trace per currency: amounts never mix currencies
+    top: int | None = None  # bars: the top N x values by y (per series)
+
+
+@dataclass(frozen=True)
+class Report:
+    name: str
+    title: str
+    question: str  # who asks it, and what
+    uses: tuple[str, ...]  # warehouse tables
+    query: str  # a SELECT over {w} (warehouse schema) and {r} (reports schema)
+    chart: Chart
+    order_by: str
+
+
+REPORTS: tuple[Report, ...] = (
+    Report(
+        "revenue_by_month_and_currency",
+        "Revenue by month",
+        "Sales director: how much are we selling each month, in each currency?",
+        ("fact_sales_order", "dim_currency"),
+        """SELECT date_trunc('month', s.created_date)::date AS month, c.currency_code,
+             count(*) AS orders, sum(s.units_sold) AS units, sum(s.units_sold * s.unit_price) AS revenue
+           FROM {r}.sales_order_current s JOIN {w}.dim_currency c USING (currency_id)
+           GROUP BY 1, 2""",
+        Chart("line", "month", "revenue"),
+        "month, currency_code",
+    ),
+    Report(
+        "sales_by_design",
+        "Units and revenue by design",
+        "Sales director: which designs sell?",
+        ("fact_sales_order", "dim_design", "dim_currency"),
+        """SELECT d.design_id, d.design_name, c.currency_code, count(*) AS orders, sum(s.units_sold) AS units,
+             sum(s.units_sold * s.unit_price) AS revenue
+           FROM {r}.sales_order_current s JOIN {w}.dim_design d USING (design_id)
+             JOIN {w}.dim_currency c USING (currency_id)
+           GROUP BY 1, 2, 3""",
+        Chart("bar", "design_name", "units", top=15),
+        "revenue DESC, design_id, currency_code",
+    ),
+    Report(
+        "sales_by_delivery_location",
+        "Sales by delivery country and city",
+        "Sales director: where do our orders go?",
+        ("fact_sales_order", "dim_location", "dim_currency"),
+        """SELECT l.country, l.city, c.currency_code, count(*) AS orders, sum(s.units_sold) AS units,
+             sum(s.units_sold * s.unit_price) AS revenue
+           FROM {r}.sales_order_current s JOIN {w}.dim_location l ON l.location_id = s.agreed_delivery_location_id
+             JOIN {w}.dim_currency c USING (currency_id)
+           GROUP BY 1, 2, 3""",
+        Chart("bar", "country", "units", top=15),
+        "revenue DESC, country, city, currency_code",
+    ),
+    Report(
+        "staff_sales_performance",
+        "Staff sales performance",
+        "Sales director: who sells how much, in which department?",
+        ("fact_sales_order", "dim_staff", "dim_currency"),
+        """SELECT st.staff_id, st.first_name || ' ' || st.last_name AS staff_name, st.department_name,
+             c.currency_code, count(*) AS orders, sum(s.units_sold) AS units, sum(s.units_sold * s.unit_price) AS revenue
+           FROM {r}.sales_order_current s JOIN {w}.dim_staff st ON st.staff_id = s.sales_staff_id
+             JOIN {w}.dim_currency c USING (currency_id)
+           GROUP BY 1, 2, 3, 4""",
+        Chart("bar", "staff_name", "revenue", top=20),
+        "revenue DESC, staff_id, currency_code",
+    ),
+    Report(
+        "purchase_spend_by_counterparty",
+        "Purchase spend by counterparty",
+        "Finance lead: whom do we buy from, and how much do we spend?",
+        ("fact_purchase_order", "dim_counterparty", "dim_currency"),
+        """SELECT cp.counterparty_id, cp.counterparty_legal_name, c.currency_code, count(*) AS orders,
+             sum(p.item_quantity) AS quantity, sum(p.item_quantity * p.item_unit_price) AS spend
+           FROM {r}.purchase_order_current p JOIN {w}.dim_counterparty cp USING (counterparty_id)
+             JOIN {w}.dim_currency c USING (currency_id)
+           GROUP BY 1, 2, 3""",
+        Chart("bar", "counterparty_legal_name", "spend", top=20),
+        "spend DESC, counterparty_id, currency_code",
+    ),
+    Report(
+        "payments_by_status",
+        "Payments: paid, due and overdue by age",
+        "Finance lead: what is paid, what is outstanding, and how overdue is it?",
+        ("fact_payment", "dim_payment_type", "dim_currency"),
+        """SELECT c.currency_code, t.payment_type_name,
+             CASE WHEN p.paid THEN 'paid' WHEN p.payment_date >= current_date THEN 'due' ELSE 'overdue' END AS status,
+             CASE WHEN p.paid OR p.payment_date >= current_date THEN ''
+                  WHEN current_date - p.payment_date <= 30 THEN '1-30 days'
+                  WHEN current_date - p.payment_date <= 90 THEN '31-90 days'
+                  ELSE 'over 90 days' END AS overdue_by,
+             count(*) AS payments, sum(p.payment_amount) AS amount
+           FROM {r}.payment_current p JOIN {w}.dim_payment_type t USING (payment_type_id)
+             JOIN {w}.dim_currency c USING (currency_id)
+           GROUP BY 1, 2, 3, 4""",
+        Chart("bar", "status", "amount"),
+        "currency_code, payment_type_name, status, overdue_by",
+    ),
+)
+REPORTS_BY_NAME = {r.name: r for r in REPORTS}
+
+
+def reports_schema(warehouse_schema: str) -> str:
+    """Views live beside, never inside, the warehouse schema (whose tables are exactly the spec's)."""
+    return "reports" if warehouse_schema == "public" else f"{warehouse_schema}_reports"
+
+
+def ensure_report_views(conn: psycopg.Connection, warehouse_schema: str) -> str:
+    """CREATE OR REPLACE the current-version views and one view per report; returns the reports schema."""
+    w, r = sql.Identifier(warehouse_schema), sql.Identifier(reports_schema(warehouse_schema))
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(r))
+    for view, (fact, key) in CURRENT_VIEWS.items():
+        conn.execute(
+            sql.SQL(
+                "CREATE OR REPLACE VIEW {r}.{v} AS SELECT DISTINCT ON ({k}) * FROM {w}.{f}"
+                " ORDER BY {k}, last_updated_date DESC, last_updated_time DESC"
+            ).format(r=r, v=sql.Identifier(view), k=sql.Identifier(key), w=w, f=sql.Identifier(fact))
+        )
+    for report in REPORTS:
+        conn.execute(
+            sql.SQL("CREATE OR REPLACE VIEW {}.{} AS {}").format(
+                r, sql.Identifier(report.name), sql.SQL(report.query).format(w=w, r=r)
+            )
+        )
+    return reports_schema(warehouse_schema)
+
+
+def read_report(conn: psycopg.Connection, warehouse_schema: str, report: Report) -> pl.DataFrame:
+    query = sql.SQL("SELECT * FROM {}.{} ORDER BY {}").format(
+        sql.Identifier(reports_schema(warehouse_schema)), sql.Identifier(report.name), sql.SQL(report.order_by)
+    )
+    with conn.cursor() as cursor:
+        cursor.execute(query)
+        names = [d.name for d in cursor.description]
+        rows = cursor.fetchall()
+    frame = pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None)
+    # numeric sums arrive as Decimal; floats are what charts and Markdown want.
+    return frame.with_columns(pl.col(pl.Decimal).cast(pl.Float64))
+
+
+# --- Presentation ------------------------------------------------------------------------------
+
+
+def markdown_summary(frame: pl.DataFrame, limit: int = 15) -> str:
+    if frame.is_empty():
+        return "(no rows yet)"
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return f"{value:,.2f}"
+        return "" if value is None else str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.head(limit).rows()]
+    if frame.height > limit:
+        lines.append(f"\n({frame.height - limit} more rows in the view)")
+    return "\n".join(lines)
+
+
+def figure(report: Report, frame: pl.DataFrame) -> go.Figure:
+    chart = report.chart
+    fig = go.Figure()
+    for (series,), part in frame.sort(chart.series).group_by(chart.series, maintain_order=True):
+        if chart.kind == "line":
+            part = part.sort(chart.x)
+            fig.add_trace(
+                go.Scatter(x=part[chart.x].to_list(), y=part[chart.y].to_list(), mode="lines+markers", name=str(series))
+            )
+        else:
+            totals = part.group_by(chart.x).agg(pl.col(chart.y).sum()).sort(chart.y, descending=True)
+            if chart.top:
+                totals = totals.head(chart.top)
+            fig.add_trace(go.Bar(x=totals[chart.x].to_list(), y=totals[chart.y].to_list(), name=str(series)))
+    fig.update_layout(
+        title=f"{report.title} ({chart.y} per currency)",
+        barmode="group",
+        height=420,
+        margin={"l": 60, "r": 20, "t": 60, "b": 120},
+        legend_title_text="currency",
+    )
+    return fig
+
+
+def html_table(frame: pl.DataFrame, limit: int = 20) -> str:
+    def cell(value) -> str:
+        return f"{value:,.2f}" if isinstance(value, float) else html.escape("" if value is None else str(value))
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in frame.head(limit).rows())
+    more = f"<p class='more'>{frame.height - limit} more rows in the view</p>" if frame.height > limit else ""
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}"
+
+
+def headline(frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """Per currency: sales orders and revenue, purchase spend, payments outstanding (due + overdue)."""
+    sales = (
+        frames["revenue_by_month_and_currency"]
+        .group_by("currency_code")
+        .agg(pl.col("orders").sum().alias("sales_orders"), pl.col("revenue").sum())
+    )
+    spend = frames["purchase_spend_by_counterparty"].group_by("currency_code").agg(pl.col("spend").sum())
+    payments = frames["payments_by_status"]
+    outstanding = (
+        payments.filter(pl.col("status") != "paid")
+        .group_by("currency_code")
+        .agg(pl.col("amount").sum().alias("outstanding"))
+    )
+    codes = pl.concat([f.select("currency_code") for f in (sales, spend, payments)]).unique()
+    return (
+        codes.join(sales, on="currency_code", how="left")
+        .join(spend, on="currency_code", how="left")
+        .join(outstanding, on="currency_code", how="left")
+        .fill_null(0)
+        .sort("currency_code")
+    )
+
+
+def dashboard_html(frames: dict[str, pl.DataFrame], views_schema: str, generated_at: dt.datetime) -> str:
+    """One self-contained page (plotly.js inlined once): no network needed to open it."""
+    sections = [
+        f"<section id='headline'><h2>Headline figures per currency</h2>{html_table(headline(frames))}</section>"
+    ]
+    for i, report in enumerate(REPORTS):
+        frame = frames[report.name]
+        chart = pio.to_html(
+            figure(report, frame), include_plotlyjs=i == 0, full_html=False, config={"displaylogo": False}
+        )
+        sections.append(
+            f"<section id='{report.name}'><h2>{html.escape(report.title)}</h2>"
+            f"<p class='question'>{html.escape(report.question)} View: <code>{views_schema}.{report.name}</code></p>"
+            f"<div class='chart'>{chart}</div>{html_table(frame)}</section>"
+        )
+    style = (
+        "body{font-family:system-ui,sans-serif;margin:2rem;color:#222}table{border-collapse:collapse;margin:1rem 0}"
+        "td,th{border:1px solid #ddd;padding:4px 8px;text-align:right}th{background:#f3f3f3}"
+        ".question{color:#555}section{margin-bottom:3rem}"
+    )
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Terrific Totes dashboard</title>"
+        f"<style>{style}</style></head><body><h1>Terrific Totes: sales, purchases and payments</h1>"
+        f"<p>Generated {generated_at:%Y-%m-%d %H:%M} UTC from the warehouse. Amounts are per currency, never "
+        "converted or summed across currencies. Orders and payments count their current version.</p>"
+        + "".join(sections)
+        + "</body></html>"
+    )
