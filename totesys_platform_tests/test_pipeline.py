@@ -212,3 +212,41 @@ def test_catalog_checks_pass_on_the_real_sample_and_catch_broken_rows(platform):
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
     assert "design_id references dim_design: 1 rows" in evaluation.description
     assert "units_sold is within the spec range" in evaluation.description
+
+
+@pytest.mark.slow
+def test_a_fact_referencing_a_missing_dimension_row_loads_nothing_with_or_without_superuser(platform, pg_admin_url):
+    import datetime as dt
+
+    from totesys_platform.resources.lake import LakeZone
+    from totesys_platform.warehouse import ReferentialIntegrityError, can_defer_fk_triggers, load_table
+
+    assert run_graph(platform).success
+    table = WAREHOUSE_TABLES_BY_NAME["fact_sales_order"]
+    processed = LakeZone(url=platform.processed_url)
+    row = processed.read(processed.list_keys("fact_sales_order")[:1]).head(1)
+    bad = row.with_columns(
+        pl.lit(99999, dtype=pl.Int32).alias("design_id"), pl.lit(dt.time(1, 2, 3)).alias("last_updated_time")
+    )
+    processed.write(processed.new_key("fact_sales_order", "badbatch"), [bad])
+    before = len(warehouse_rows(platform, "fact_sales_order"))
+    with psycopg.connect(platform.warehouse_url) as conn:
+        assert can_defer_fk_triggers(conn)  # the embedded server's role is a superuser: the set-based path
+        with pytest.raises(ReferentialIntegrityError, match=r"design_id \(1 rows, e.g. '99999' not in dim_design\)"):
+            load_table(conn, processed, table, "public")
+    # A role that may not switch triggers off gets PostgreSQL's own per-row check: the same outcome.
+    database = psycopg.conninfo.conninfo_to_dict(platform.warehouse_url)["dbname"]
+    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+        admin.execute("DROP ROLE IF EXISTS tote_loader")
+        admin.execute("CREATE ROLE tote_loader LOGIN")
+    with psycopg.connect(platform.warehouse_url, autocommit=True) as conn:
+        conn.execute("GRANT ALL ON ALL TABLES IN SCHEMA public, totesys_platform TO tote_loader")
+        conn.execute("GRANT USAGE ON SCHEMA public, totesys_platform TO tote_loader")
+        conn.execute(sql.SQL("GRANT TEMP ON DATABASE {} TO tote_loader").format(sql.Identifier(database)))
+        conn.execute("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO tote_loader")
+    loader_url = platform.warehouse_url.replace("postgres:@", "tote_loader:@", 1)
+    with psycopg.connect(loader_url) as conn:
+        assert not can_defer_fk_triggers(conn)
+        with pytest.raises(psycopg.errors.ForeignKeyViolation, match="design_id"):
+            load_table(conn, processed, table, "public")
+    assert len(warehouse_rows(platform, "fact_sales_order")) == before

@@ -34,6 +34,7 @@ from totesys_platform.transforms.star import (
 
 PROCESSED_GROUP = "processed"
 FACT_TABLES = tuple(t for t in WAREHOUSE_TABLES if t.is_fact)
+ROW_GROUP_ROWS = 250_000
 
 
 def processed_key(table: str) -> dg.AssetKey:
@@ -116,7 +117,11 @@ def process_batchwise(table: WarehouseTable, ingestion: LakeZone, processed: Lak
             quarantined += bad.height
             bad_rows.append(bad)
         out = mirrored(raw_key_, table.name)
-        processed.write(out, [frame], {"source_batch": raw_key_, "rows_in": raw.height})
+        # Row groups of bounded size, so the warehouse load can stream the file.
+        # Row groups of bounded size, so the warehouse load can stream the file (an empty frame is still
+        # written: the file marks the raw batch as consumed).
+        chunks = frame.iter_slices(ROW_GROUP_ROWS) if frame.height else [frame]
+        processed.write(out, chunks, {"source_batch": raw_key_, "rows_in": raw.height})
         rows += frame.height
         written.append(processed.uri(out))
         schema = frame

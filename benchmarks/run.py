@@ -1,0 +1,230 @@
+"""The benchmark: full backfill and incremental runs at several scales, against the physical limit.
+
+    .venv/bin/python -m benchmarks.run                       # scales 1, 10, 100; 100 and 10,000 events
+    .venv/bin/python -m benchmarks.run --scales 1,10 --events 100
+
+For each scale, on the embedded PostgreSQL (fresh source and warehouse databases, empty lake folders):
+1. generate the source (deterministic, --seed);
+2. full backfill: every asset and check in one in-process run, in a child process (its peak RSS is the
+   run's own), seconds per stage from Dagster's step events;
+3. incremental runs after N simulator events, the same way;
+4. the physical limit on the same tables, in the same run: COPY ... TO STDOUT (FORMAT binary) of every
+   source table, and COPY ... FROM (binary) of every warehouse table's rows into a copy of it with its
+   indexes;
+5. optionally (--peer) dlt's sql_database -> postgres on the same source (see benchmarks/peer_dlt.py).
+Results: printed, and written as Markdown and JSON under benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from totesys_platform.catalog import WAREHOUSE_TABLES
+from totesys_platform.resources.embedded import start_embedded_server
+from totesys_platform.source import LOAD_ORDER
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+RESULTS = REPO / "benchmarks" / "results"
+STAGES = ("extract", "processed", "warehouse", "checks", "reports")
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
+
+
+def fresh_database(admin_url: str, name: str) -> str:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return admin_url.replace("/postgres?", f"/{name}?", 1)
+
+
+def run_child(args: list[str], env: dict[str, str]) -> tuple[float, str]:
+    started = time.perf_counter()
+    done = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return seconds, done.stdout
+
+
+def measured_run(env: dict[str, str]) -> dict:
+    """The whole graph with its checks, in a child process."""
+    _, out = run_child([str(BIN / "python"), "-m", "benchmarks.workload"], env)
+    line = next(line for line in out.splitlines() if line.startswith("BENCHMARK "))
+    return json.loads(line.removeprefix("BENCHMARK "))
+
+
+def copy_out_limit(url: str) -> dict:
+    """COPY every source table TO STDOUT in binary: the floor for reading the source."""
+    rows = size = 0
+    started = time.perf_counter()
+    with psycopg.connect(url) as conn:
+        for table in LOAD_ORDER:
+            with conn.cursor().copy(sql.SQL("COPY {} TO STDOUT (FORMAT binary)").format(sql.Identifier(table))) as copy:
+                for block in copy:
+                    size += len(block)
+            rows += conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
+    return {"seconds": round(time.perf_counter() - started, 3), "rows": rows, "mb": round(size / 2**20, 1)}
+
+
+def copy_in_limit(url: str, schema: str = "public") -> dict:
+    """COPY every warehouse table's rows (binary) into an indexed copy of it: the floor for loading."""
+    total_seconds = 0.0
+    rows = 0
+    with psycopg.connect(url) as conn:
+        for table in WAREHOUSE_TABLES:
+            source = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table.name))
+            buffer = io.BytesIO()
+            with conn.cursor().copy(sql.SQL("COPY {} TO STDOUT (FORMAT binary)").format(source)) as copy:
+                for block in copy:
+                    buffer.write(block)
+            target = sql.Identifier(f"bench_copy_{table.name}")
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(target))
+            conn.execute(
+                sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING INDEXES)").format(target, source)
+            )
+            conn.commit()
+            started = time.perf_counter()
+            with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN (FORMAT binary)").format(target)) as copy:
+                copy.write(buffer.getbuffer())
+            conn.commit()
+            total_seconds += time.perf_counter() - started
+            rows += conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0]
+            conn.execute(sql.SQL("DROP TABLE {}").format(target))
+            conn.commit()
+    return {"seconds": round(total_seconds, 3), "rows": rows}
+
+
+def bench_scale(scale: float, events: list[int], home: Path, admin_url: str, seed: int, peer: bool) -> list[dict]:
+    tag = f"s{str(scale).replace('.', '_')}"
+    lake = home / f"lake-{tag}"
+    shutil.rmtree(lake, ignore_errors=True)
+    source_url = fresh_database(admin_url, f"bench_source_{tag}")
+    warehouse_url = fresh_database(admin_url, f"bench_warehouse_{tag}")
+    env = {
+        **os.environ,
+        "TOTESYS_HOME": str(home),
+        "TOTESYS_SOURCE_URL": source_url,
+        "TOTESYS_WAREHOUSE_URL": warehouse_url,
+        "TOTESYS_INGESTION_URL": str(lake / "ingestion"),
+        "TOTESYS_PROCESSED_URL": str(lake / "processed"),
+        "TOTESYS_REPORTS_URL": str(lake / "reports"),
+        "TOTESYS_MAX_RETRIES": "0",
+    }
+    totesys = str(BIN / "totesys")
+    run_child([totesys, "source", "create", "--replace"], env)
+    generate_seconds, _ = run_child([totesys, "source", "generate", "--scale", str(scale), "--seed", str(seed)], env)
+    limit_out = copy_out_limit(source_url)
+    log(f"scale {scale}: {limit_out['rows']:,} source rows generated in {generate_seconds:.1f}s")
+    results = []
+    backfill = measured_run(env)
+    limit_in = copy_in_limit(warehouse_url)
+    limit = limit_out["seconds"] + limit_in["seconds"]
+    results.append(
+        {
+            "scale": scale,
+            "case": "full backfill",
+            "source_rows": limit_out["rows"],
+            **backfill,
+            "limit_copy_out_seconds": limit_out["seconds"],
+            "limit_copy_in_seconds": limit_in["seconds"],
+            "limit_seconds": round(limit, 3),
+            "vs_limit": round(backfill["wall_seconds"] / limit, 2) if limit else None,
+        }
+    )
+    log(
+        f"scale {scale}: full backfill {backfill['wall_seconds']:.1f}s (limit {limit:.1f}s), RSS {backfill['peak_rss_mb']} MB"
+    )
+    for n in events:
+        sim_seconds, _ = run_child([totesys, "source", "simulate", "--events", str(n), "--seed", str(seed + n)], env)
+        incremental = measured_run(env)
+        results.append(
+            {
+                "scale": scale,
+                "case": f"incremental after {n:,} events",
+                "simulate_seconds": round(sim_seconds, 1),
+                **incremental,
+            }
+        )
+        log(f"scale {scale}: incremental after {n} events {incremental['wall_seconds']:.1f}s")
+    if peer:
+        from benchmarks.peer_dlt import run_peer
+
+        results.extend(run_peer(scale, source_url, admin_url, tag, events, seed, env))
+    return results
+
+
+def markdown(results: list[dict], meta: dict) -> str:
+    lines = [
+        f"# Benchmark {meta['date']}",
+        "",
+        f"Machine: {meta['machine']}. Command: `{meta['command']}`. Embedded PostgreSQL 16 (pgserver, unix socket).",
+        "Every run is the whole asset graph with its checks, in process (the platform's executor), in a child",
+        "process whose peak RSS is reported. Stage seconds come from Dagster's step events; `limit` is",
+        "COPY TO STDOUT (binary) of every source table + COPY FROM (binary) of every warehouse table's rows into",
+        "an indexed copy, measured in the same run on the same tables.",
+        "",
+        "| scale | case | source rows | wall s | "
+        + " | ".join(f"{s} s" for s in STAGES)
+        + " | warehouse rows written | peak RSS MB | limit s | ours / limit |",
+        "|---|---|---|---|" + "---|" * len(STAGES) + "---|---|---|---|",
+    ]
+    for r in results:
+        stages = " | ".join(f"{r.get('stage_seconds', {}).get(s, 0):.2f}" for s in STAGES)
+        lines.append(
+            f"| {r['scale']} | {r['case']} | {r.get('source_rows', '')} | {r['wall_seconds']:.2f} | {stages} | "
+            f"{r.get('stage_rows', {}).get('warehouse', '')} | {r.get('peak_rss_mb', '')} | "
+            f"{r.get('limit_seconds', '')} | {r.get('vs_limit') or ''} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scales", default="1,10,100")
+    parser.add_argument("--events", default="100,10000")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--home", default=str(REPO / ".totesys-bench"))
+    parser.add_argument("--peer", action="store_true", help="also run dlt (pip install -e '.[bench]')")
+    parser.add_argument("--label", default="", help="suffix of the results file names")
+    args = parser.parse_args(argv)
+    home = Path(args.home).resolve()
+    admin_url = start_embedded_server(home / "pgdata")
+    events = [int(e) for e in args.events.split(",") if e]
+    results = []
+    for scale in (float(s) for s in args.scales.split(",")):
+        results.extend(
+            bench_scale(int(scale) if scale.is_integer() else scale, events, home, admin_url, args.seed, args.peer)
+        )
+    meta = {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
+        "command": "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = RESULTS / f"{dt.date.today().isoformat()}-benchmark{('-' + args.label) if args.label else ''}"
+    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    text = markdown(results, meta)
+    stem.with_suffix(".md").write_text(text)
+    print(text)
+    log(f"results written to {stem.with_suffix('.md').relative_to(REPO)} and .json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""One measured run of the asset graph (with its checks) in this process, as the platform runs it.
+
+Run by benchmarks/run.py in a child process so that its peak RSS is the run's own. Prints one JSON
+line: wall seconds, peak RSS, seconds per stage (from Dagster's step events) and rows per stage.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from collections import defaultdict
+
+import dagster as dg
+
+from totesys_platform.checks import build_checks
+from totesys_platform.definitions import build_assets, build_resources
+from totesys_platform.settings import load_settings
+
+CHECK_SUFFIXES = ("_meets_the_star_schema_rules", "_reconciles_with_the_ingestion_zone")
+
+
+def stage_of(step_key: str) -> str:
+    if step_key.endswith(CHECK_SUFFIXES):
+        return "checks"
+    if step_key.startswith("raw_"):
+        return "extract"
+    return step_key.split("__", 1)[0]  # processed, warehouse, reports
+
+
+def rows_of(event) -> tuple[str, int]:
+    materialization = event.event_specific_data.materialization
+    stage = stage_of(event.step_key)
+    metadata = materialization.metadata
+    if stage == "warehouse":
+        return stage, int(metadata["rows_written"].value)
+    value = metadata.get("dagster/row_count")
+    return stage, int(value.value) if value is not None else 0
+
+
+def main() -> None:
+    settings = load_settings()
+    instance = dg.DagsterInstance.ephemeral()
+    started = time.perf_counter()
+    result = dg.materialize(
+        [*build_assets(settings), *build_checks()],
+        resources=build_resources(settings),
+        instance=instance,
+        raise_on_error=False,
+    )
+    wall = time.perf_counter() - started
+    starts, seconds, rows = {}, defaultdict(float), defaultdict(int)
+    for entry in instance.all_logs(result.run_id):
+        event = entry.dagster_event
+        if event is None:
+            continue
+        if event.event_type_value == "STEP_START":
+            starts[event.step_key] = entry.timestamp
+        elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and event.step_key in starts:
+            seconds[stage_of(event.step_key)] += entry.timestamp - starts[event.step_key]
+        elif event.event_type_value == "ASSET_MATERIALIZATION":
+            stage, n = rows_of(event)
+            rows[stage] += n
+    report = {
+        "success": result.success,
+        "wall_seconds": round(wall, 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "stage_seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "stage_rows": dict(rows),
+    }
+    print("BENCHMARK " + json.dumps(report), flush=True)
+    sys.exit(0 if result.success else 1)
+
+
+if __name__ == "__main__":
+    main()
