@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import resource
 import sys
+import threading
 import time
 from collections import defaultdict
 
 import dagster as dg
+import psutil
 
+from totesys_platform.automation import NIGHTLY_ONLY_CHECKS
 from totesys_platform.checks import build_checks
 from totesys_platform.definitions import build_assets, build_resources
 from totesys_platform.settings import load_settings
@@ -39,18 +42,45 @@ def rows_of(event) -> tuple[str, int]:
     return stage, int(value.value) if value is not None else 0
 
 
+class RssSampler(threading.Thread):
+    """Samples this process's RSS every 50 ms, so peaks can be attributed to the steps running then."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.samples: list[tuple[float, int]] = []
+        self.running = True
+
+    def run(self):
+        process = psutil.Process()
+        while self.running:
+            self.samples.append((time.time(), process.memory_info().rss))
+            time.sleep(0.05)
+
+    def peak_mb(self, start: float, end: float) -> float:
+        inside = [rss for t, rss in self.samples if start <= t <= end]
+        return round(max(inside, default=0) / 2**20, 1)
+
+
 def main() -> None:
     settings = load_settings()
     instance = dg.DagsterInstance.ephemeral()
+    sampler = RssSampler()
+    sampler.start()
     started = time.perf_counter()
+    # The checks a sensor run includes (the full-table rule checks are nightly; --nightly adds them).
+    nightly = "--nightly" in sys.argv
+    checks = [
+        c for c in build_checks() if nightly or not any(k.name.endswith(NIGHTLY_ONLY_CHECKS) for k in c.check_keys)
+    ]
     result = dg.materialize(
-        [*build_assets(settings), *build_checks()],
+        [*build_assets(settings), *checks],
         resources=build_resources(settings),
         instance=instance,
         raise_on_error=False,
     )
     wall = time.perf_counter() - started
-    starts, seconds, rows = {}, defaultdict(float), defaultdict(int)
+    sampler.running = False
+    starts, seconds, rows, peaks = {}, defaultdict(float), defaultdict(int), defaultdict(float)
     for entry in instance.all_logs(result.run_id):
         event = entry.dagster_event
         if event is None:
@@ -58,7 +88,9 @@ def main() -> None:
         if event.event_type_value == "STEP_START":
             starts[event.step_key] = entry.timestamp
         elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and event.step_key in starts:
-            seconds[stage_of(event.step_key)] += entry.timestamp - starts[event.step_key]
+            stage = stage_of(event.step_key)
+            seconds[stage] += entry.timestamp - starts[event.step_key]
+            peaks[stage] = max(peaks[stage], sampler.peak_mb(starts[event.step_key], entry.timestamp))
         elif event.event_type_value == "ASSET_MATERIALIZATION":
             stage, n = rows_of(event)
             rows[stage] += n
@@ -68,6 +100,7 @@ def main() -> None:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "stage_seconds": {k: round(v, 3) for k, v in seconds.items()},
         "stage_rows": dict(rows),
+        "stage_peak_rss_mb": dict(peaks),
     }
     print("BENCHMARK " + json.dumps(report), flush=True)
     sys.exit(0 if result.success else 1)

@@ -68,6 +68,25 @@ def _why_run_unchanged(last: dg.RunRecord | None, now: float) -> str | None:
     return None
 
 
+# Full-table warehouse rule checks scan every fact row: they run nightly (and on demand), not every few
+# minutes. Each sensor run is still guarded by the raw and blocking processed checks, the warehouse's own
+# constraints, and the reconciliation counts.
+NIGHTLY_ONLY_CHECKS = ("_meets_the_star_schema_rules",)
+
+
+def routine_checks(asset_graph, assets) -> list[dg.AssetCheckKey]:
+    """The checks a sensor run includes for the assets it materialises."""
+    return sorted(
+        (
+            key
+            for key in asset_graph.asset_check_keys
+            if key.asset_key in assets
+            and not (key.asset_key.path[0] == "warehouse" and key.name.endswith(NIGHTLY_ONLY_CHECKS))
+        ),
+        key=lambda k: k.to_user_string(),
+    )
+
+
 def build_change_sensor(interval_seconds: int) -> dg.SensorDefinition:
     @dg.sensor(
         name=CHANGE_SENSOR,
@@ -94,8 +113,12 @@ def build_change_sensor(interval_seconds: int) -> dg.SensorDefinition:
         selection = dg.AssetSelection.assets(*(raw_key(t) for t in changed)).downstream()
         keys = selection.resolve(context.repository_def.asset_graph)
         context.update_cursor(json.dumps(current))
+        graph = context.repository_def.asset_graph
         return dg.RunRequest(
-            run_key=run_key, asset_selection=sorted(keys), tags={"totesys/changed_tables": ",".join(changed)}
+            run_key=run_key,
+            asset_selection=sorted(keys),
+            asset_check_keys=routine_checks(graph, keys),
+            tags={"totesys/changed_tables": ",".join(changed)},
         )
 
     return totesys_change_sensor

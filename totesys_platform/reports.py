@@ -144,8 +144,9 @@ def ensure_report_views(conn: psycopg.Connection, warehouse_schema: str) -> str:
     for view, (fact, key) in CURRENT_VIEWS.items():
         conn.execute(
             sql.SQL(
+                # Fully descending, so PostgreSQL walks the facts' unique version index backwards, no sort.
                 "CREATE OR REPLACE VIEW {r}.{v} AS SELECT DISTINCT ON ({k}) * FROM {w}.{f}"
-                " ORDER BY {k}, last_updated_date DESC, last_updated_time DESC"
+                " ORDER BY {k} DESC, last_updated_date DESC, last_updated_time DESC"
             ).format(r=r, v=sql.Identifier(view), k=sql.Identifier(key), w=w, f=sql.Identifier(fact))
         )
     for report in REPORTS:

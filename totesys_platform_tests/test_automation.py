@@ -39,6 +39,11 @@ def test_change_sensor_requests_exactly_the_changed_tables_and_downstream(platfo
     assert not any(k.startswith("raw/") and k != "raw/payment" for k in keys)
     assert "warehouse/dim_staff" not in keys
     assert request.tags["totesys/changed_tables"] == "payment"
+    checks = {k.to_user_string() for k in request.asset_check_keys}
+    assert "warehouse/fact_payment:fact_payment_reconciles_with_the_ingestion_zone" in checks
+    assert "processed/fact_payment:fact_payment_batch_meets_the_star_schema_rules" in checks
+    assert not any(c.startswith("warehouse/") and c.endswith("_meets_the_star_schema_rules") for c in checks)  # nightly
+    assert not any(c.startswith("raw/staff") for c in checks)
     again = evaluate(defs, instance, first.cursor)
     assert again.run_requests[0].run_key == request.run_key  # the same change: the same run key (deduplicated)
 
@@ -72,7 +77,7 @@ def test_warehouse_assets_carry_the_30_minute_freshness_policy_and_retries(tmp_p
     job = defs.resolve_job_def("totesys_pipeline_job")
     check_steps = ("_meets_the_star_schema_rules", "_reconciles_with_the_ingestion_zone")
     asset_steps = [n for n in job.graph.node_defs if not n.name.endswith(check_steps)]
-    assert len(asset_steps) == 23 + len(REPORTS) + 1  # one raw multi-asset, 11 processed, 11 warehouse, reports
+    assert len(asset_steps) == 24  # one raw multi-asset, 11 processed, 11 warehouse, one reports multi-asset
     assert all(node.retry_policy and node.retry_policy.max_retries == 2 for node in asset_steps)
     assert {s.name for s in defs.sensors} == {"totesys_change_sensor", "totesys_failure_email_sensor"}
     assert defs.get_schedule_def("nightly_reconciliation_schedule").cron_schedule == "0 2 * * *"

@@ -10,6 +10,7 @@ from totesys_platform.reports import (
     Report,
     dashboard_html,
     ensure_report_views,
+    headline,
     markdown_summary,
     read_report,
     reports_schema,
@@ -25,63 +26,73 @@ def report_key(name: str) -> dg.AssetKey:
     return dg.AssetKey(["reports", name])
 
 
-def build_report_asset(report: Report, **asset_kwargs) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=report_key(report.name),
+def _report_spec(report: Report) -> dg.AssetSpec:
+    return dg.AssetSpec(
+        report_key(report.name),
         deps=[warehouse_key(t) for t in report.uses],
         group_name=REPORTS_GROUP,
         description=f"{report.title}: {report.question} (warehouse view)",
         kinds={"postgres", "sql"},
-        **asset_kwargs,
     )
-    def _report(warehouse_db: PostgresResource, warehouse: WarehouseConfig) -> dg.MaterializeResult:
-        with warehouse_db.connect() as conn:
-            schema = ensure_report_views(conn, warehouse.schema_name)
-            conn.commit()
-            frame = read_report(conn, warehouse.schema_name, report)
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": frame.height,
-                "view": f"{schema}.{report.name}",
-                "dagster/table_name": f"{schema}.{report.name}",
-                "key_figures": dg.MetadataValue.md(markdown_summary(frame)),
-            }
-        )
-
-    return _report
 
 
-def build_dashboard_asset(**asset_kwargs) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=report_key("dashboard"),
-        deps=[report_key(r.name) for r in REPORTS],
-        group_name=REPORTS_GROUP,
-        description="Self-contained HTML dashboard of every report (charts and tables; opens with no network).",
-        kinds={"html", "plotly"},
-        **asset_kwargs,
-    )
-    def _dashboard(
-        warehouse_db: PostgresResource, warehouse: WarehouseConfig, reports_zone: LakeZone
-    ) -> dg.MaterializeResult:
-        with warehouse_db.connect() as conn:
-            ensure_report_views(conn, warehouse.schema_name)
-            conn.commit()
-            frames = {r.name: read_report(conn, warehouse.schema_name, r) for r in REPORTS}
-        page = dashboard_html(frames, reports_schema(warehouse.schema_name), dt.datetime.now(dt.UTC))
-        reports_zone.check_reachable()
-        uri = reports_zone.write_document(DASHBOARD, page.encode())
-        revenue = frames["revenue_by_month_and_currency"]
-        totals = revenue.group_by("currency_code").agg(revenue=revenue["revenue"].sum()).sort("currency_code")
-        return dg.MaterializeResult(
-            metadata={
-                "dashboard": dg.MetadataValue.path(uri) if reports_zone.is_local else dg.MetadataValue.url(uri),
-                "size_kb": round(len(page) / 1024),
-                "revenue_by_currency": dg.MetadataValue.md(markdown_summary(totals)),
-            }
-        )
-
-    return _dashboard
+DASHBOARD_SPEC = dg.AssetSpec(
+    report_key("dashboard"),
+    deps=[report_key(r.name) for r in REPORTS],
+    group_name=REPORTS_GROUP,
+    description="Self-contained HTML dashboard of every report (charts and tables; opens with no network).",
+    kinds={"html", "plotly"},
+)
 
 
 def build_report_assets(**asset_kwargs) -> list[dg.AssetsDefinition]:
-    return [*(build_report_asset(r, **asset_kwargs) for r in REPORTS), build_dashboard_asset(**asset_kwargs)]
+    """One step for every report and the dashboard: the views are created once and each queried once."""
+
+    @dg.multi_asset(
+        name="reports",
+        specs=[*(_report_spec(r) for r in REPORTS), DASHBOARD_SPEC],
+        can_subset=True,
+        description="Refresh the report views, their key figures and the dashboard.",
+        **asset_kwargs,
+    )
+    def reports(
+        context: dg.AssetExecutionContext,
+        warehouse_db: PostgresResource,
+        warehouse: WarehouseConfig,
+        reports_zone: LakeZone,
+    ):
+        selected = context.selected_asset_keys
+        wanted = (
+            REPORTS if report_key("dashboard") in selected else [r for r in REPORTS if report_key(r.name) in selected]
+        )
+        with warehouse_db.connect() as conn:
+            schema = ensure_report_views(conn, warehouse.schema_name)
+            conn.commit()
+            frames = {r.name: read_report(conn, warehouse.schema_name, r) for r in wanted}
+        for report in wanted:
+            if report_key(report.name) not in selected:
+                continue
+            frame = frames[report.name]
+            yield dg.MaterializeResult(
+                asset_key=report_key(report.name),
+                metadata={
+                    "dagster/row_count": frame.height,
+                    "view": f"{schema}.{report.name}",
+                    "dagster/table_name": f"{schema}.{report.name}",
+                    "key_figures": dg.MetadataValue.md(markdown_summary(frame)),
+                },
+            )
+        if report_key("dashboard") in selected:
+            page = dashboard_html(frames, reports_schema(warehouse.schema_name), dt.datetime.now(dt.UTC))
+            reports_zone.check_reachable()
+            uri = reports_zone.write_document(DASHBOARD, page.encode())
+            yield dg.MaterializeResult(
+                asset_key=report_key("dashboard"),
+                metadata={
+                    "dashboard": dg.MetadataValue.path(uri) if reports_zone.is_local else dg.MetadataValue.url(uri),
+                    "size_kb": round(len(page) / 1024),
+                    "headline_per_currency": dg.MetadataValue.md(markdown_summary(headline(frames))),
+                },
+            )
+
+    return [reports]
