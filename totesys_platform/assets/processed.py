@@ -91,43 +91,72 @@ def checked(table: WarehouseTable, frame: pl.DataFrame, source: str, keys=None) 
     return results
 
 
+@dataclass
+class BatchResult:
+    rows: int = 0
+    rows_in: int = 0
+    quarantined: list[pl.DataFrame] = field(default_factory=list)
+    quality: list[RuleResult] = field(default_factory=list)
+    last_frame: pl.DataFrame | None = None
+
+
+def process_raw_batch(
+    table: WarehouseTable, ingestion: LakeZone, processed: LakeZone, raw_key_: str, keys: dict[str, pl.Series]
+) -> BatchResult:
+    """One raw batch -> one processed file (+ a quarantine file), streamed a row group at a time.
+
+    A raw batch holds one version per key, so its chunks are independent. The quarantine file is written
+    just before the processed file is published, under a deterministic name: a re-run after a crash
+    between the two finds it in place, and the processed file (the cursor) never exists without it.
+    """
+    result = BatchResult(quality=evaluate_rules(table, pl.DataFrame(schema=table.schema), keys))
+
+    def chunks():
+        for raw in ingestion.iter_batches([raw_key_], batch_rows=ROW_GROUP_ROWS):
+            if table.is_fact:
+                built = build_facts(raw, table, keys)
+                frame, bad = built.facts, built.quarantine
+            else:
+                frame, bad = build_dimension(table, {table.source.name: raw}), None
+            result.quality = merge_results(result.quality, checked(table, frame, raw_key_, keys))
+            if bad is not None and bad.height:
+                result.quarantined.append(bad)
+            result.rows_in += raw.height
+            result.last_frame = frame
+            yield frame
+
+    def write_quarantine():
+        if result.quarantined:
+            quarantine_key = mirrored(raw_key_, quarantine_dataset(table.name))
+            processed.write(quarantine_key, result.quarantined, {"source_batch": raw_key_}, exist_ok=True)
+
+    # Every raw batch gets its processed file, even an empty one: the file marks the batch as consumed.
+    result.rows = processed.write(
+        mirrored(raw_key_, table.name),
+        chunks(),
+        lambda: {"source_batch": raw_key_, "rows_in": result.rows_in},
+        before_publish=write_quarantine,
+    )
+    return result
+
+
 def process_batchwise(table: WarehouseTable, ingestion: LakeZone, processed: LakeZone) -> Outcome:
     """Turn every raw batch not yet processed into one processed (and maybe one quarantine) file."""
-    source = table.source
     done = processed.latest_key(table.name)
-    pending = ingestion.list_keys(source.name, after=mirrored(done, source.name) if done else None)
+    pending = ingestion.list_keys(table.source.name, after=mirrored(done, table.source.name) if done else None)
     keys = dimension_keys(processed, table) if table.is_fact else {}
-    rows = quarantined = 0
-    written, bad_rows = [], []
-    schema = None
     quality = evaluate_rules(table, pl.DataFrame(schema=table.schema), keys)
+    rows, bad_rows, written, schema = 0, [], [], None
     for raw_key_ in pending:
-        raw = ingestion.read([raw_key_])
-        if table.is_fact:
-            batch = build_facts(raw, table, keys)
-            frame, bad = batch.facts, batch.quarantine
-        else:
-            frame, bad = build_dimension(table, {source.name: raw}), None
-        quality = merge_results(quality, checked(table, frame, raw_key_, keys))
-        if bad is not None and bad.height:
-            # Written first and under a deterministic name: a re-run after a crash finds it in place.
-            processed.write(
-                mirrored(raw_key_, quarantine_dataset(table.name)), [bad], {"source_batch": raw_key_}, exist_ok=True
-            )
-            quarantined += bad.height
-            bad_rows.append(bad)
-        out = mirrored(raw_key_, table.name)
-        # Row groups of bounded size, so the warehouse load can stream the file.
-        # Row groups of bounded size, so the warehouse load can stream the file (an empty frame is still
-        # written: the file marks the raw batch as consumed).
-        chunks = frame.iter_slices(ROW_GROUP_ROWS) if frame.height else [frame]
-        processed.write(out, chunks, {"source_batch": raw_key_, "rows_in": raw.height})
-        rows += frame.height
-        written.append(processed.uri(out))
-        schema = frame
+        batch = process_raw_batch(table, ingestion, processed, raw_key_, keys)
+        quality = merge_results(quality, batch.quality)
+        rows += batch.rows
+        bad_rows.extend(batch.quarantined)
+        written.append(processed.uri(mirrored(raw_key_, table.name)))
+        schema = batch.last_frame if batch.last_frame is not None else schema
     metadata = {
         "dagster/row_count": rows,
-        "quarantined_rows": quarantined,
+        "quarantined_rows": sum(b.height for b in bad_rows),
         "raw_batches_read": len(pending),
         "files_written": "\n".join(written),
         **({"dagster/column_schema": table_schema(schema)} if schema is not None else {}),

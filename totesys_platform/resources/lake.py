@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import dagster as dg
 import fsspec
@@ -69,13 +69,22 @@ class LakeZone(dg.ConfigurableResource):
 
     # --- writing ----------------------------------------------------------------------------
 
-    def write(self, key: str, chunks: Iterable[pl.DataFrame], metadata=None, *, exist_ok: bool = False) -> int:
+    def write(
+        self,
+        key: str,
+        chunks: Iterable[pl.DataFrame],
+        metadata=None,
+        *,
+        exist_ok: bool = False,
+        before_publish: Callable[[], None] | None = None,
+    ) -> int:
         """Write the chunks as one Parquet file at key (row group per chunk); returns rows written.
 
         `metadata` may be a dict or a callable returning one after the chunks are consumed (so it
         can describe what was written). Nothing is written for zero rows, except with an explicit
         empty frame as the only chunk (a marker that inputs were consumed). With exist_ok, an
         existing file at key (written by an interrupted run under a deterministic key) is kept.
+        `before_publish` runs after every chunk is written and before the file appears.
         """
         fs, root = self._fs()
         target = f"{root}/{key}"
@@ -99,6 +108,8 @@ class LakeZone(dg.ConfigurableResource):
             described = metadata() if callable(metadata) else (metadata or {})
             writer.add_key_value_metadata({METADATA_KEY: json.dumps({**described, "rows": rows}).encode()})
             writer.close()
+            if before_publish is not None:
+                before_publish()
             self._publish(local, target)
         return rows
 
