@@ -17,11 +17,15 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-# The newest version of each fact row, by (last_updated_date, last_updated_time).
-CURRENT_VIEWS = {
-    "sales_order_current": ("fact_sales_order", "sales_order_id"),
-    "purchase_order_current": ("fact_purchase_order", "purchase_order_id"),
-    "payment_current": ("fact_payment", "payment_id"),
+from totesys_platform.catalog import WAREHOUSE_TABLES_BY_NAME
+
+# The newest version of each fact row, kept as a table in the reports schema and brought up to date from
+# the fact rows added since the last refresh (facts only ever gain rows, with increasing record ids), so a
+# refresh costs the new versions, not the table.
+CURRENT_TABLES = {
+    "current_sales_order": ("fact_sales_order", "sales_order_id", "sales_record_id"),
+    "current_purchase_order": ("fact_purchase_order", "purchase_order_id", "purchase_record_id"),
+    "current_payment": ("fact_payment", "payment_id", "payment_record_id"),
 }
 
 
@@ -53,7 +57,7 @@ REPORTS: tuple[Report, ...] = (
         ("fact_sales_order", "dim_currency"),
         """SELECT date_trunc('month', s.created_date)::date AS month, c.currency_code,
              count(*) AS orders, sum(s.units_sold) AS units, sum(s.units_sold * s.unit_price) AS revenue
-           FROM {r}.sales_order_current s JOIN {w}.dim_currency c USING (currency_id)
+           FROM {r}.current_sales_order s JOIN {w}.dim_currency c USING (currency_id)
            GROUP BY 1, 2""",
         Chart("line", "month", "revenue"),
         "month, currency_code",
@@ -65,7 +69,7 @@ REPORTS: tuple[Report, ...] = (
         ("fact_sales_order", "dim_design", "dim_currency"),
         """SELECT d.design_id, d.design_name, c.currency_code, count(*) AS orders, sum(s.units_sold) AS units,
              sum(s.units_sold * s.unit_price) AS revenue
-           FROM {r}.sales_order_current s JOIN {w}.dim_design d USING (design_id)
+           FROM {r}.current_sales_order s JOIN {w}.dim_design d USING (design_id)
              JOIN {w}.dim_currency c USING (currency_id)
            GROUP BY 1, 2, 3""",
         Chart("bar", "design_name", "units", top=15),
@@ -78,7 +82,7 @@ REPORTS: tuple[Report, ...] = (
         ("fact_sales_order", "dim_location", "dim_currency"),
         """SELECT l.country, l.city, c.currency_code, count(*) AS orders, sum(s.units_sold) AS units,
              sum(s.units_sold * s.unit_price) AS revenue
-           FROM {r}.sales_order_current s JOIN {w}.dim_location l ON l.location_id = s.agreed_delivery_location_id
+           FROM {r}.current_sales_order s JOIN {w}.dim_location l ON l.location_id = s.agreed_delivery_location_id
              JOIN {w}.dim_currency c USING (currency_id)
            GROUP BY 1, 2, 3""",
         Chart("bar", "country", "units", top=15),
@@ -91,7 +95,7 @@ REPORTS: tuple[Report, ...] = (
         ("fact_sales_order", "dim_staff", "dim_currency"),
         """SELECT st.staff_id, st.first_name || ' ' || st.last_name AS staff_name, st.department_name,
              c.currency_code, count(*) AS orders, sum(s.units_sold) AS units, sum(s.units_sold * s.unit_price) AS revenue
-           FROM {r}.sales_order_current s JOIN {w}.dim_staff st ON st.staff_id = s.sales_staff_id
+           FROM {r}.current_sales_order s JOIN {w}.dim_staff st ON st.staff_id = s.sales_staff_id
              JOIN {w}.dim_currency c USING (currency_id)
            GROUP BY 1, 2, 3, 4""",
         Chart("bar", "staff_name", "revenue", top=20),
@@ -104,7 +108,7 @@ REPORTS: tuple[Report, ...] = (
         ("fact_purchase_order", "dim_counterparty", "dim_currency"),
         """SELECT cp.counterparty_id, cp.counterparty_legal_name, c.currency_code, count(*) AS orders,
              sum(p.item_quantity) AS quantity, sum(p.item_quantity * p.item_unit_price) AS spend
-           FROM {r}.purchase_order_current p JOIN {w}.dim_counterparty cp USING (counterparty_id)
+           FROM {r}.current_purchase_order p JOIN {w}.dim_counterparty cp USING (counterparty_id)
              JOIN {w}.dim_currency c USING (currency_id)
            GROUP BY 1, 2, 3""",
         Chart("bar", "counterparty_legal_name", "spend", top=20),
@@ -122,7 +126,7 @@ REPORTS: tuple[Report, ...] = (
                   WHEN current_date - p.payment_date <= 90 THEN '31-90 days'
                   ELSE 'over 90 days' END AS overdue_by,
              count(*) AS payments, sum(p.payment_amount) AS amount
-           FROM {r}.payment_current p JOIN {w}.dim_payment_type t USING (payment_type_id)
+           FROM {r}.current_payment p JOIN {w}.dim_payment_type t USING (payment_type_id)
              JOIN {w}.dim_currency c USING (currency_id)
            GROUP BY 1, 2, 3, 4""",
         Chart("bar", "status", "amount"),
@@ -138,16 +142,19 @@ def reports_schema(warehouse_schema: str) -> str:
 
 
 def ensure_report_views(conn: psycopg.Connection, warehouse_schema: str) -> str:
-    """CREATE OR REPLACE the current-version views and one view per report; returns the reports schema."""
+    """Create the current-version tables (if missing) and one view per report; returns the reports schema."""
     w, r = sql.Identifier(warehouse_schema), sql.Identifier(reports_schema(warehouse_schema))
     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(r))
-    for view, (fact, key) in CURRENT_VIEWS.items():
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {}.refresh_state (fact text PRIMARY KEY, last_record_id bigint NOT NULL)"
+        ).format(r)
+    )
+    for table, (fact, key, _) in CURRENT_TABLES.items():
         conn.execute(
-            sql.SQL(
-                # Fully descending, so PostgreSQL walks the facts' unique version index backwards, no sort.
-                "CREATE OR REPLACE VIEW {r}.{v} AS SELECT DISTINCT ON ({k}) * FROM {w}.{f}"
-                " ORDER BY {k} DESC, last_updated_date DESC, last_updated_time DESC"
-            ).format(r=r, v=sql.Identifier(view), k=sql.Identifier(key), w=w, f=sql.Identifier(fact))
+            sql.SQL("CREATE TABLE IF NOT EXISTS {r}.{t} (LIKE {w}.{f}, PRIMARY KEY ({k}))").format(
+                r=r, t=sql.Identifier(table), w=w, f=sql.Identifier(fact), k=sql.Identifier(key)
+            )
         )
     for report in REPORTS:
         conn.execute(
@@ -156,6 +163,53 @@ def ensure_report_views(conn: psycopg.Connection, warehouse_schema: str) -> str:
             )
         )
     return reports_schema(warehouse_schema)
+
+
+def refresh_current(conn: psycopg.Connection, warehouse_schema: str) -> dict[str, int]:
+    """Bring the current-version tables up to date with the fact rows added since the last refresh."""
+    w, r = sql.Identifier(warehouse_schema), sql.Identifier(reports_schema(warehouse_schema))
+    changed = {}
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{warehouse_schema} reports refresh",))
+        for table, (fact, key, record_id) in CURRENT_TABLES.items():
+            row = conn.execute(
+                sql.SQL("SELECT last_record_id FROM {}.refresh_state WHERE fact = %s").format(r), (fact,)
+            ).fetchone()
+            since = row[0] if row else 0
+            newest = conn.execute(
+                sql.SQL("SELECT max({}) FROM {}.{}").format(sql.Identifier(record_id), w, sql.Identifier(fact))
+            ).fetchone()[0]
+            if newest is None or newest <= since:
+                changed[table] = 0
+                continue
+            columns = [c.name for c in WAREHOUSE_TABLES_BY_NAME[fact].columns]
+            names = sql.SQL(", ").join(map(sql.Identifier, columns))
+            updates = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns)
+            changed[table] = conn.execute(
+                sql.SQL(
+                    "INSERT INTO {r}.{t} AS c ({n}) SELECT DISTINCT ON ({k}) {n} FROM {w}.{f}"
+                    " WHERE {rid} > %s AND {rid} <= %s ORDER BY {k}, last_updated_date DESC, last_updated_time DESC"
+                    " ON CONFLICT ({k}) DO UPDATE SET {u} WHERE (EXCLUDED.last_updated_date, EXCLUDED.last_updated_time)"
+                    " >= (c.last_updated_date, c.last_updated_time)"
+                ).format(
+                    r=r,
+                    t=sql.Identifier(table),
+                    n=names,
+                    k=sql.Identifier(key),
+                    w=w,
+                    f=sql.Identifier(fact),
+                    rid=sql.Identifier(record_id),
+                    u=updates,
+                ),
+                (since, newest),
+            ).rowcount
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {}.refresh_state VALUES (%s, %s) ON CONFLICT (fact) DO UPDATE SET last_record_id = %s"
+                ).format(r),
+                (fact, newest, newest),
+            )
+    return changed
 
 
 def read_report(conn: psycopg.Connection, warehouse_schema: str, report: Report) -> pl.DataFrame:

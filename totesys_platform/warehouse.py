@@ -113,9 +113,11 @@ def upsert_sql(table: WarehouseTable, schema: str, stage: str) -> sql.Composed:
     names = sql.SQL(", ").join(map(sql.Identifier, columns))
     conflict = sql.SQL(", ").join(map(sql.Identifier, table.version_key))
     if table.is_fact:
-        # DO NOTHING also absorbs duplicates within the stage.
+        # DO NOTHING also absorbs duplicates within the stage; rows go in in file order.
         action = sql.SQL("DO NOTHING")
-        source = sql.SQL("SELECT {} FROM {} ORDER BY {}").format(names, sql.Identifier(stage), conflict)
+        source = sql.SQL("SELECT {} FROM {} ORDER BY {}").format(
+            names, sql.Identifier(stage), sql.Identifier(STAGE_ORDER)
+        )
     else:
         changing = [c for c in columns if c != table.key]
         action = (
@@ -135,25 +137,26 @@ def upsert_sql(table: WarehouseTable, schema: str, stage: str) -> sql.Composed:
 
 
 def missing_references(conn: psycopg.Connection, table: WarehouseTable, schema: str, stage: str) -> dict[str, tuple]:
-    """Set-based foreign-key check of the staged rows: column -> (rows without a dimension row, example)."""
-    found = {}
+    """Set-based foreign-key check of the staged rows in one scan of the stage (a hashed lookup per
+    reference): column -> (rows without a dimension row, smallest such value)."""
+    parts = []
     for column in table.foreign_keys:
         dim = WAREHOUSE_TABLES_BY_NAME[column.references or ""]
-        count, example = conn.execute(
-            sql.SQL(
-                "SELECT count(*), min({c}::text) FROM {s} x WHERE x.{c} IS NOT NULL AND NOT EXISTS "
-                "(SELECT 1 FROM {w}.{d} d WHERE d.{k} = x.{c})"
-            ).format(
-                c=sql.Identifier(column.name),
-                s=sql.Identifier(stage),
-                w=sql.Identifier(schema),
-                d=sql.Identifier(dim.name),
-                k=sql.Identifier(dim.key),
+        orphan = sql.SQL("x.{c} IS NOT NULL AND x.{c} NOT IN (SELECT d.{k} FROM {w}.{d} d)").format(
+            c=sql.Identifier(column.name),
+            k=sql.Identifier(dim.key),
+            w=sql.Identifier(schema),
+            d=sql.Identifier(dim.name),
+        )
+        parts.append(
+            sql.SQL("count(*) FILTER (WHERE {o}), min(x.{c}::text) FILTER (WHERE {o})").format(
+                o=orphan, c=sql.Identifier(column.name)
             )
-        ).fetchone()
-        if count:
-            found[column.name] = (count, example)
-    return found
+        )
+    row = conn.execute(
+        sql.SQL("SELECT {} FROM {} x").format(sql.SQL(", ").join(parts), sql.Identifier(stage))
+    ).fetchone()
+    return {column.name: (row[2 * i], row[2 * i + 1]) for i, column in enumerate(table.foreign_keys) if row[2 * i]}
 
 
 def can_defer_fk_triggers(conn: psycopg.Connection) -> bool:

@@ -98,12 +98,15 @@ def test_the_dashboard_follows_the_data(reported):
     assert all(total in page for total in headline_revenue(reported).values())
     with psycopg.connect(reported.source_url) as conn:
         sim = Simulator(conn, seed=21)
-        for _ in range(5):
-            sim.new_sales_order()
+        sim.run(40, kinds=("new_sales_order", "sales_order_corrected", "purchase_order_corrected", "payment_paid"))
     assert run_graph(reported).success
     updated = dashboard(reported)
     assert updated != page
     assert all(total in updated for total in headline_revenue(reported).values())
+    # Corrections replace the old version in every summary (the facts keep both; reports count the current one).
+    with psycopg.connect(reported.source_url) as source:
+        for name, query in SOURCE_SQL.items():
+            assert report_rows(reported, name) == normalise(source.execute(query).fetchall()), name
 
 
 def chromium() -> str | None:
