@@ -137,26 +137,26 @@ def upsert_sql(table: WarehouseTable, schema: str, stage: str) -> sql.Composed:
 
 
 def missing_references(conn: psycopg.Connection, table: WarehouseTable, schema: str, stage: str) -> dict[str, tuple]:
-    """Set-based foreign-key check of the staged rows in one scan of the stage (a hashed lookup per
-    reference): column -> (rows without a dimension row, smallest such value)."""
-    parts = []
+    """Set-based foreign-key check of the staged rows (one hash anti-join per reference):
+    column -> (rows without a dimension row, smallest such value)."""
+    found = {}
     for column in table.foreign_keys:
         dim = WAREHOUSE_TABLES_BY_NAME[column.references or ""]
-        orphan = sql.SQL("x.{c} IS NOT NULL AND x.{c} NOT IN (SELECT d.{k} FROM {w}.{d} d)").format(
-            c=sql.Identifier(column.name),
-            k=sql.Identifier(dim.key),
-            w=sql.Identifier(schema),
-            d=sql.Identifier(dim.name),
-        )
-        parts.append(
-            sql.SQL("count(*) FILTER (WHERE {o}), min(x.{c}::text) FILTER (WHERE {o})").format(
-                o=orphan, c=sql.Identifier(column.name)
+        count, example = conn.execute(
+            sql.SQL(
+                "SELECT count(*), min(x.{c}::text) FROM {s} x WHERE x.{c} IS NOT NULL AND NOT EXISTS "
+                "(SELECT 1 FROM {w}.{d} d WHERE d.{k} = x.{c})"
+            ).format(
+                c=sql.Identifier(column.name),
+                s=sql.Identifier(stage),
+                w=sql.Identifier(schema),
+                d=sql.Identifier(dim.name),
+                k=sql.Identifier(dim.key),
             )
-        )
-    row = conn.execute(
-        sql.SQL("SELECT {} FROM {} x").format(sql.SQL(", ").join(parts), sql.Identifier(stage))
-    ).fetchone()
-    return {column.name: (row[2 * i], row[2 * i + 1]) for i, column in enumerate(table.foreign_keys) if row[2 * i]}
+        ).fetchone()
+        if count:
+            found[column.name] = (count, example)
+    return found
 
 
 def can_defer_fk_triggers(conn: psycopg.Connection) -> bool:
