@@ -35,6 +35,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest==9.2.0", "moto[server]==5.2.5", "ruff==0.17.6", "aiosmtpd==1.4.6"],
+        # The benchmark's peer (benchmarks/peer_dlt.py): python -m benchmarks.run --peer
+        "bench": ["dlt[postgres,sql-database,parquet]==1.31.0"],
     },
     entry_points={"console_scripts": ["totesys=totesys_platform.cli:main"]},
 )

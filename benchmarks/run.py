@@ -62,6 +62,17 @@ def run_child(args: list[str], env: dict[str, str]) -> tuple[float, str]:
     return seconds, done.stdout
 
 
+def peer_run(mode: str, source_url: str, destination_url: str, pipelines_dir: Path, env: dict[str, str]) -> dict:
+    """dlt on the same source, in its own process (its Python: TOTESYS_BENCH_PEER_PYTHON or this one)."""
+    python = os.environ.get("TOTESYS_BENCH_PEER_PYTHON") or str(BIN / "python")
+    _, out = run_child(
+        [python, "-m", "benchmarks.peer_dlt", mode, source_url, destination_url, str(pipelines_dir)],
+        {**env, "PYTHONPATH": str(REPO), "RUNTIME__LOG_LEVEL": "WARNING"},
+    )
+    line = next(line for line in out.splitlines() if line.startswith("BENCHMARK "))
+    return json.loads(line.removeprefix("BENCHMARK "))
+
+
 def measured_run(env: dict[str, str]) -> dict:
     """The whole graph with its checks, in a child process."""
     _, out = run_child([str(BIN / "python"), "-m", "benchmarks.workload"], env)
@@ -150,6 +161,14 @@ def bench_scale(scale: float, events: list[int], home: Path, admin_url: str, see
     log(
         f"scale {scale}: full backfill {backfill['wall_seconds']:.1f}s (limit {limit:.1f}s), RSS {backfill['peak_rss_mb']} MB"
     )
+    peer_url = fresh_database(admin_url, f"bench_dlt_{tag}") if peer else ""
+    peer_dir = home / f"dlt-{tag}"
+    if peer:
+        shutil.rmtree(peer_dir, ignore_errors=True)
+        for mode in ("full", "incremental"):  # the incremental pipeline's first run loads everything
+            result = peer_run(mode, source_url, peer_url, peer_dir, env)
+            results.append({"scale": scale, **result, "case": f"dlt {mode} (first run)"})
+            log(f"scale {scale}: {result['case']} {result['wall_seconds']:.1f}s")
     for n in events:
         sim_seconds, _ = run_child([totesys, "source", "simulate", "--events", str(n), "--seed", str(seed + n)], env)
         incremental = measured_run(env)
@@ -162,10 +181,10 @@ def bench_scale(scale: float, events: list[int], home: Path, admin_url: str, see
             }
         )
         log(f"scale {scale}: incremental after {n} events {incremental['wall_seconds']:.1f}s")
-    if peer:
-        from benchmarks.peer_dlt import run_peer
-
-        results.extend(run_peer(scale, source_url, admin_url, tag, events, seed, env))
+        if peer:
+            result = peer_run("incremental", source_url, peer_url, peer_dir, env)
+            results.append({"scale": scale, **result, "case": f"dlt incremental (merge) after {n:,} events"})
+            log(f"scale {scale}: {result['case']} {result['wall_seconds']:.1f}s")
     return results
 
 
@@ -188,10 +207,83 @@ def markdown(results: list[dict], meta: dict) -> str:
         stages = " | ".join(f"{r.get('stage_seconds', {}).get(s, 0):.2f}" for s in STAGES)
         lines.append(
             f"| {r['scale']} | {r['case']} | {r.get('source_rows', '')} | {r['wall_seconds']:.2f} | {stages} | "
-            f"{r.get('stage_rows', {}).get('warehouse', '')} | {r.get('peak_rss_mb', '')} | "
+            f"{r.get('stage_rows', {}).get('warehouse', r.get('rows', ''))} | {r.get('peak_rss_mb', '')} | "
             f"{r.get('limit_seconds', '')} | {r.get('vs_limit') or ''} |"
         )
+    lines += [
+        "",
+        "## Ratios",
+        "",
+        "| scale | case | ours s | reference | reference s | ours / reference |",
+        "|---|---|---|---|---|---|",
+    ]
+    for ratio in ratios(results):
+        lines.append(
+            f"| {ratio['scale']} | {ratio['case']} | {ratio['ours']:.2f} | {ratio['reference']} | "
+            f"{ratio['reference_seconds']:.2f} | {ratio['ratio']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
+
+
+def ratios(results: list[dict]) -> list[dict]:
+    """ours / physical limit, ours / dlt, and incremental cost across scales."""
+    found = []
+    by = {(r["scale"], r["case"]): r for r in results}
+    scales = sorted({r["scale"] for r in results})
+    for scale in scales:
+        ours = by.get((scale, "full backfill"))
+        if ours is None:
+            continue
+        found.append(
+            {
+                "scale": scale,
+                "case": "full backfill",
+                "ours": ours["wall_seconds"],
+                "reference": "COPY out + in limit",
+                "reference_seconds": ours["limit_seconds"],
+                "ratio": ours["wall_seconds"] / ours["limit_seconds"],
+            }
+        )
+        peer = by.get((scale, "dlt full (first run)"))
+        if peer:
+            found.append(
+                {
+                    "scale": scale,
+                    "case": "full backfill",
+                    "ours": ours["wall_seconds"],
+                    "reference": "dlt full",
+                    "reference_seconds": peer["wall_seconds"],
+                    "ratio": ours["wall_seconds"] / peer["wall_seconds"],
+                }
+            )
+        for r in results:
+            if r["scale"] == scale and r["case"].startswith("incremental after"):
+                n = r["case"].removeprefix("incremental after ")
+                peer = by.get((scale, f"dlt incremental (merge) after {n}"))
+                if peer:
+                    found.append(
+                        {
+                            "scale": scale,
+                            "case": r["case"],
+                            "ours": r["wall_seconds"],
+                            "reference": "dlt merge",
+                            "reference_seconds": peer["wall_seconds"],
+                            "ratio": r["wall_seconds"] / peer["wall_seconds"],
+                        }
+                    )
+                smallest = by.get((scales[0], r["case"]))
+                if smallest and scale != scales[0]:
+                    found.append(
+                        {
+                            "scale": scale,
+                            "case": r["case"],
+                            "ours": r["wall_seconds"],
+                            "reference": f"same at scale {scales[0]}",
+                            "reference_seconds": smallest["wall_seconds"],
+                            "ratio": r["wall_seconds"] / smallest["wall_seconds"],
+                        }
+                    )
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = RESULTS / f"{dt.date.today().isoformat()}-benchmark{('-' + args.label) if args.label else ''}"
-    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    document = {"meta": meta, "results": results, "ratios": ratios(results)}
+    stem.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n")
     text = markdown(results, meta)
     stem.with_suffix(".md").write_text(text)
     print(text)
