@@ -179,6 +179,9 @@ def refresh_current(conn: psycopg.Connection, warehouse_schema: str) -> dict[str
             newest = conn.execute(
                 sql.SQL("SELECT max({}) FROM {}.{}").format(sql.Identifier(record_id), w, sql.Identifier(fact))
             ).fetchone()[0]
+            if newest is None or newest < since:  # the facts were emptied or rebuilt: start again
+                conn.execute(sql.SQL("TRUNCATE {}.{}").format(r, sql.Identifier(table)))
+                since = 0
             if newest is None or newest <= since:
                 changed[table] = 0
                 continue

@@ -182,7 +182,12 @@ def load_table(conn: psycopg.Connection, zone: LakeZone, table: WarehouseTable, 
     with conn.transaction():
         # One loader per table at a time, whatever runs overlap.
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{schema}.{table.name}",))
-        files = pending_files(zone, table, last_loaded(conn, schema, table.name))
+        empty = not conn.execute(
+            sql.SQL("SELECT EXISTS (SELECT 1 FROM {}.{})").format(sql.Identifier(schema), sql.Identifier(table.name))
+        ).fetchone()[0]
+        # An empty table (new, truncated, or dropped and recreated) is loaded from the first file, whatever
+        # the log says: the log only ever records what the table already holds.
+        files = pending_files(zone, table, None if empty else last_loaded(conn, schema, table.name))
         result = LoadResult(table.name, files)
         if files:
             stage = f"stage_{table.name}"

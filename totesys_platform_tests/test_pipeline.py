@@ -250,3 +250,20 @@ def test_a_fact_referencing_a_missing_dimension_row_loads_nothing_with_or_withou
         with pytest.raises(psycopg.errors.ForeignKeyViolation, match="design_id"):
             load_table(conn, processed, table, "public")
     assert len(warehouse_rows(platform, "fact_sales_order")) == before
+
+
+@pytest.mark.slow
+def test_a_warehouse_emptied_by_hand_is_rebuilt_by_the_next_run(platform):
+    from totesys_platform.reports import REPORTS_BY_NAME, read_report
+
+    assert run_graph(platform).success
+    with psycopg.connect(platform.warehouse_url) as conn:
+        report_before = read_report(conn, "public", REPORTS_BY_NAME["revenue_by_month_and_currency"])
+        conn.execute(
+            "TRUNCATE fact_sales_order, fact_purchase_order, fact_payment, dim_transaction, dim_staff RESTART IDENTITY"
+        )
+    assert run_graph(platform).success
+    assert_warehouse_matches_source(platform)
+    with psycopg.connect(platform.warehouse_url) as conn:
+        report_after = read_report(conn, "public", REPORTS_BY_NAME["revenue_by_month_and_currency"])
+    assert report_after.equals(report_before)
