@@ -66,7 +66,16 @@ def peer_run(mode: str, source_url: str, destination_url: str, pipelines_dir: Pa
     """dlt on the same source, in its own process (its Python: TOTESYS_BENCH_PEER_PYTHON or this one)."""
     python = os.environ.get("TOTESYS_BENCH_PEER_PYTHON") or str(BIN / "python")
     _, out = run_child(
-        [python, "-m", "benchmarks.peer_dlt", mode, source_url, destination_url, str(pipelines_dir)],
+        [
+            python,
+            "-m",
+            "benchmarks.peer_dlt",
+            mode,
+            source_url,
+            destination_url,
+            str(pipelines_dir),
+            ",".join(LOAD_ORDER),
+        ],
         {**env, "PYTHONPATH": str(REPO), "RUNTIME__LOG_LEVEL": "WARNING"},
     )
     line = next(line for line in out.splitlines() if line.startswith("BENCHMARK "))

@@ -141,3 +141,13 @@ def failure_text(result) -> str:
         parts.append(error.message)
         error = error.cause
     return "\n".join(parts)
+
+
+def check_evaluation(result, asset: str, check: str):
+    """The one evaluation of `check` on `asset` in a run's result."""
+    (evaluation,) = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key.to_user_string() == asset and e.check_name == check
+    ]
+    return evaluation

@@ -1,6 +1,7 @@
 import json
 import multiprocessing
 import time
+import uuid
 from concurrent.futures import ProcessPoolExecutor
 
 import dagster as dg
@@ -48,17 +49,22 @@ def test_change_sensor_requests_exactly_the_changed_tables_and_downstream(platfo
     assert again.run_requests[0].run_key == request.run_key  # the same change: the same run key (deduplicated)
 
 
-def test_change_sensor_does_not_pile_up_runs(platform):
-    defs = build_definitions(platform)
-    instance = dg.DagsterInstance.ephemeral()
+def add_sensor_run(instance, status) -> None:
+    """A run the change sensor started, in the given status."""
     instance.add_run(
         dg.DagsterRun(
             job_name="__ASSET_JOB",
-            run_id="a" * 36,
-            status=dg.DagsterRunStatus.STARTED,
+            run_id=str(uuid.uuid4()),
+            status=status,
             tags={"dagster/sensor_name": "totesys_change_sensor"},
         )
     )
+
+
+def test_change_sensor_does_not_pile_up_runs(platform):
+    defs = build_definitions(platform)
+    instance = dg.DagsterInstance.ephemeral()
+    add_sensor_run(instance, dg.DagsterRunStatus.STARTED)
     result = evaluate(defs, instance)
     assert not result.run_requests and "still in flight" in result.skip_message
 
@@ -204,14 +210,7 @@ def test_a_quiet_source_gets_a_heartbeat_run_so_freshness_stays_true(platform, m
     defs = build_definitions(platform)
     instance = dg.DagsterInstance.ephemeral()
     first = evaluate(defs, instance)
-    instance.add_run(
-        dg.DagsterRun(
-            job_name="__ASSET_JOB",
-            run_id="b" * 36,
-            status=dg.DagsterRunStatus.SUCCESS,
-            tags={"dagster/sensor_name": "totesys_change_sensor"},
-        )
-    )
+    add_sensor_run(instance, dg.DagsterRunStatus.SUCCESS)
     assert "no catalog table changed" in evaluate(defs, instance, first.cursor).skip_message
     later = time.time() + automation.HEARTBEAT.total_seconds() + 1
     monkeypatch.setattr(automation, "time", type("Clock", (), {"time": staticmethod(lambda: later)}))

@@ -9,6 +9,7 @@ from totesys_platform.checks import build_checks
 from totesys_platform.definitions import build_assets, build_resources
 from totesys_platform.resources.lake import LakeZone
 from totesys_platform.source.simulator import Simulator
+from totesys_platform_tests.conftest import check_evaluation
 from totesys_platform_tests.test_pipeline import warehouse_rows
 
 
@@ -19,15 +20,6 @@ def run_with_checks(settings, raise_on_error=True):
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=raise_on_error,
     )
-
-
-def evaluation(result, asset: str, check: str):
-    (found,) = [
-        e
-        for e in result.get_asset_check_evaluations()
-        if e.asset_key.to_user_string() == asset and e.check_name == check
-    ]
-    return found
 
 
 @pytest.mark.slow
@@ -42,14 +34,14 @@ def test_bad_rows_are_reported_quarantined_and_reconciled(platform):
             "UPDATE sales_order SET units_sold = 7, last_updated = now() WHERE sales_order_id = %s", (good[0],)
         )
     result = run_with_checks(platform)
-    quarantine = evaluation(result, "processed/fact_sales_order", "fact_sales_order_quarantine_is_empty")
+    quarantine = check_evaluation(result, "processed/fact_sales_order", "fact_sales_order_quarantine_is_empty")
     assert not quarantine.passed and quarantine.severity == dg.AssetCheckSeverity.WARN
     assert "2 rows quarantined" in quarantine.description
     assert "malformed_date 1" in quarantine.description and "out_of_range 1" in quarantine.description
     sample = quarantine.metadata["sample"].value
     assert str(bad_date) in sample and "2024-13-45" in sample and str(negative) in sample
     # Positive but outside the spec's 1000-100000 units: loaded, and a warning says which rule.
-    rules = evaluation(result, "processed/fact_sales_order", "fact_sales_order_batch_meets_the_star_schema_rules")
+    rules = check_evaluation(result, "processed/fact_sales_order", "fact_sales_order_batch_meets_the_star_schema_rules")
     assert rules.passed is False and rules.severity == dg.AssetCheckSeverity.WARN
     assert "units_sold is within the spec range 1000-100000: 1 rows" in rules.description
     # Good rows reach the warehouse, bad ones do not, and the count identity holds.
@@ -59,7 +51,9 @@ def test_bad_rows_are_reported_quarantined_and_reconciled(platform):
     assert set(good) <= set(loaded)
     for bad in (bad_date, negative):  # every version of the order but the broken one
         assert loaded.count(bad) == raw_ids.count(bad) - 1
-    reconciled = evaluation(result, "warehouse/fact_sales_order", "fact_sales_order_reconciles_with_the_ingestion_zone")
+    reconciled = check_evaluation(
+        result, "warehouse/fact_sales_order", "fact_sales_order_reconciles_with_the_ingestion_zone"
+    )
     assert reconciled.passed, reconciled.description
     meta = {k: v.value for k, v in reconciled.metadata.items()}
     assert meta["quarantined"] == 2 and meta["raw"] == meta["warehouse"] + meta["quarantined"]
@@ -73,7 +67,7 @@ def test_a_batch_breaking_a_blocking_rule_never_reaches_the_warehouse(platform):
         conn.execute("UPDATE currency SET currency_code = 'JPY', last_updated = now() WHERE currency_id = 1")
     blocked = run_with_checks(platform, raise_on_error=False)
     assert not blocked.success
-    rules = evaluation(blocked, "processed/dim_currency", "dim_currency_batch_meets_the_star_schema_rules")
+    rules = check_evaluation(blocked, "processed/dim_currency", "dim_currency_batch_meets_the_star_schema_rules")
     assert not rules.passed and rules.severity == dg.AssetCheckSeverity.ERROR
     assert "currency_code is one of GBP, USD, EUR: 1 rows" in rules.description
     assert "JPY" in rules.metadata["rules"].value
@@ -101,9 +95,9 @@ def test_reconciliation_names_the_rows_that_differ(platform):
         selection=dg.AssetSelection.checks(check, dims),
         instance=dg.DagsterInstance.ephemeral(),
     )
-    payments = evaluation(result, "warehouse/fact_payment", "fact_payment_reconciles_with_the_ingestion_zone")
+    payments = check_evaluation(result, "warehouse/fact_payment", "fact_payment_reconciles_with_the_ingestion_zone")
     assert not payments.passed and "1 missing from the warehouse" in payments.description
     assert payments.metadata["missing_rows"].value == 1 and "| 7 |" in payments.metadata["missing_sample"].value
-    staff = evaluation(result, "warehouse/dim_staff", "dim_staff_reconciles_with_the_ingestion_zone")
+    staff = check_evaluation(result, "warehouse/dim_staff", "dim_staff_reconciles_with_the_ingestion_zone")
     assert not staff.passed and staff.metadata["warehouse"].value == staff.metadata["raw"].value - 1
     assert "| 4 |" in staff.metadata["missing_sample"].value

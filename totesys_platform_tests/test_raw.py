@@ -10,7 +10,7 @@ from totesys_platform.catalog import SOURCE_TABLES, SOURCE_TABLES_BY_NAME
 from totesys_platform.ingest import SchemaDriftError, ingest_table
 from totesys_platform.resources.lake import LakeZone
 from totesys_platform.source.simulator import Simulator
-from totesys_platform_tests.conftest import failure_text, run_graph
+from totesys_platform_tests.conftest import check_evaluation, failure_text, run_graph
 
 RAW = "group:raw"
 
@@ -103,15 +103,6 @@ def test_source_down_fails_clearly_writes_nothing_and_the_next_run_recovers(plat
     )
     recovered = run_graph(platform, RAW)
     assert recovered.success and LakeZone(url=platform.ingestion_url).list_keys("payment")
-
-
-def check_evaluation(result, asset: str, check: str):
-    (evaluation,) = [
-        e
-        for e in result.get_asset_check_evaluations()
-        if e.asset_key.to_user_string() == asset and e.check_name == check
-    ]
-    return evaluation
 
 
 def test_new_columns_are_kept_and_reported_and_dropped_ones_fail_clearly(platform):
