@@ -30,6 +30,63 @@ CURRENT_TABLES = {
 
 
 @dataclass(frozen=True)
+class Summary:
+    """Sums over the current versions of one fact, by a few ids, kept up to date from the changed rows only
+    (add the new current versions, subtract the ones they replace), so a refresh costs the changes."""
+
+    name: str
+    current: str  # one of CURRENT_TABLES
+    groups: tuple[tuple[str, str], ...]  # (column, SQL expression over a current-version row)
+    measures: tuple[tuple[str, str], ...]  # (column, SQL expression summed); the first counts rows
+
+
+SALES = (("orders", "1"), ("units", "units_sold"), ("revenue", "units_sold * unit_price"))
+SUMMARIES: tuple[Summary, ...] = (
+    Summary(
+        "sum_sales_by_month",
+        "current_sales_order",
+        (("month", "date_trunc('month', created_date)::date"), ("currency_id", "currency_id")),
+        SALES,
+    ),
+    Summary(
+        "sum_sales_by_design",
+        "current_sales_order",
+        (("design_id", "design_id"), ("currency_id", "currency_id")),
+        SALES,
+    ),
+    Summary(
+        "sum_sales_by_location",
+        "current_sales_order",
+        (("location_id", "agreed_delivery_location_id"), ("currency_id", "currency_id")),
+        SALES,
+    ),
+    Summary(
+        "sum_sales_by_staff",
+        "current_sales_order",
+        (("staff_id", "sales_staff_id"), ("currency_id", "currency_id")),
+        SALES,
+    ),
+    Summary(
+        "sum_purchases_by_counterparty",
+        "current_purchase_order",
+        (("counterparty_id", "counterparty_id"), ("currency_id", "currency_id")),
+        (("orders", "1"), ("quantity", "item_quantity"), ("spend", "item_quantity * item_unit_price")),
+    ),
+    Summary(
+        "sum_payments",
+        "current_payment",
+        (
+            ("currency_id", "currency_id"),
+            ("payment_type_id", "payment_type_id"),
+            ("paid", "paid"),
+            ("payment_date", "payment_date"),
+        ),
+        (("payments", "1"), ("amount", "payment_amount")),
+    ),
+)
+
+
+@dataclass(frozen=True)
 class Chart:
     kind: str  # "bar" (grouped by the series column) or "line"
     x: str
@@ -55,9 +112,9 @@ REPORTS: tuple[Report, ...] = (
         "Revenue by month",
         "Sales director: how much are we selling each month, in each currency?",
         ("fact_sales_order", "dim_currency"),
-        """SELECT date_trunc('month', s.created_date)::date AS month, c.currency_code,
-             count(*) AS orders, sum(s.units_sold) AS units, sum(s.units_sold * s.unit_price) AS revenue
-           FROM {r}.current_sales_order s JOIN {w}.dim_currency c USING (currency_id)
+        """SELECT s.month, c.currency_code, sum(s.orders)::bigint AS orders, sum(s.units)::bigint AS units,
+             sum(s.revenue) AS revenue
+           FROM {r}.sum_sales_by_month s JOIN {w}.dim_currency c USING (currency_id)
            GROUP BY 1, 2""",
         Chart("line", "month", "revenue"),
         "month, currency_code",
@@ -67,9 +124,9 @@ REPORTS: tuple[Report, ...] = (
         "Units and revenue by design",
         "Sales director: which designs sell?",
         ("fact_sales_order", "dim_design", "dim_currency"),
-        """SELECT d.design_id, d.design_name, c.currency_code, count(*) AS orders, sum(s.units_sold) AS units,
-             sum(s.units_sold * s.unit_price) AS revenue
-           FROM {r}.current_sales_order s JOIN {w}.dim_design d USING (design_id)
+        """SELECT d.design_id, d.design_name, c.currency_code, sum(s.orders)::bigint AS orders,
+             sum(s.units)::bigint AS units, sum(s.revenue) AS revenue
+           FROM {r}.sum_sales_by_design s JOIN {w}.dim_design d USING (design_id)
              JOIN {w}.dim_currency c USING (currency_id)
            GROUP BY 1, 2, 3""",
         Chart("bar", "design_name", "units", top=15),
@@ -80,9 +137,9 @@ REPORTS: tuple[Report, ...] = (
         "Sales by delivery country and city",
         "Sales director: where do our orders go?",
         ("fact_sales_order", "dim_location", "dim_currency"),
-        """SELECT l.country, l.city, c.currency_code, count(*) AS orders, sum(s.units_sold) AS units,
-             sum(s.units_sold * s.unit_price) AS revenue
-           FROM {r}.current_sales_order s JOIN {w}.dim_location l ON l.location_id = s.agreed_delivery_location_id
+        """SELECT l.country, l.city, c.currency_code, sum(s.orders)::bigint AS orders,
+             sum(s.units)::bigint AS units, sum(s.revenue) AS revenue
+           FROM {r}.sum_sales_by_location s JOIN {w}.dim_location l USING (location_id)
              JOIN {w}.dim_currency c USING (currency_id)
            GROUP BY 1, 2, 3""",
         Chart("bar", "country", "units", top=15),
@@ -94,8 +151,8 @@ REPORTS: tuple[Report, ...] = (
         "Sales director: who sells how much, in which department?",
         ("fact_sales_order", "dim_staff", "dim_currency"),
         """SELECT st.staff_id, st.first_name || ' ' || st.last_name AS staff_name, st.department_name,
-             c.currency_code, count(*) AS orders, sum(s.units_sold) AS units, sum(s.units_sold * s.unit_price) AS revenue
-           FROM {r}.current_sales_order s JOIN {w}.dim_staff st ON st.staff_id = s.sales_staff_id
+             c.currency_code, sum(s.orders)::bigint AS orders, sum(s.units)::bigint AS units, sum(s.revenue) AS revenue
+           FROM {r}.sum_sales_by_staff s JOIN {w}.dim_staff st USING (staff_id)
              JOIN {w}.dim_currency c USING (currency_id)
            GROUP BY 1, 2, 3, 4""",
         Chart("bar", "staff_name", "revenue", top=20),
@@ -106,9 +163,9 @@ REPORTS: tuple[Report, ...] = (
         "Purchase spend by counterparty",
         "Finance lead: whom do we buy from, and how much do we spend?",
         ("fact_purchase_order", "dim_counterparty", "dim_currency"),
-        """SELECT cp.counterparty_id, cp.counterparty_legal_name, c.currency_code, count(*) AS orders,
-             sum(p.item_quantity) AS quantity, sum(p.item_quantity * p.item_unit_price) AS spend
-           FROM {r}.current_purchase_order p JOIN {w}.dim_counterparty cp USING (counterparty_id)
+        """SELECT cp.counterparty_id, cp.counterparty_legal_name, c.currency_code, sum(p.orders)::bigint AS orders,
+             sum(p.quantity)::bigint AS quantity, sum(p.spend) AS spend
+           FROM {r}.sum_purchases_by_counterparty p JOIN {w}.dim_counterparty cp USING (counterparty_id)
              JOIN {w}.dim_currency c USING (currency_id)
            GROUP BY 1, 2, 3""",
         Chart("bar", "counterparty_legal_name", "spend", top=20),
@@ -125,8 +182,8 @@ REPORTS: tuple[Report, ...] = (
                   WHEN current_date - p.payment_date <= 30 THEN '1-30 days'
                   WHEN current_date - p.payment_date <= 90 THEN '31-90 days'
                   ELSE 'over 90 days' END AS overdue_by,
-             count(*) AS payments, sum(p.payment_amount) AS amount
-           FROM {r}.current_payment p JOIN {w}.dim_payment_type t USING (payment_type_id)
+             sum(p.payments)::bigint AS payments, sum(p.amount) AS amount
+           FROM {r}.sum_payments p JOIN {w}.dim_payment_type t USING (payment_type_id)
              JOIN {w}.dim_currency c USING (currency_id)
            GROUP BY 1, 2, 3, 4""",
         Chart("bar", "status", "amount"),
@@ -156,22 +213,46 @@ def ensure_report_views(conn: psycopg.Connection, warehouse_schema: str) -> str:
                 r=r, t=sql.Identifier(table), w=w, f=sql.Identifier(fact), k=sql.Identifier(key)
             )
         )
-    for report in REPORTS:
+    for summary in SUMMARIES:
+        if conn.execute("SELECT to_regclass(%s)", (f"{reports_schema(warehouse_schema)}.{summary.name}",)).fetchone()[
+            0
+        ]:
+            continue
+        groups = sql.SQL(", ").join(
+            sql.SQL("{} AS {}").format(sql.SQL(e), sql.Identifier(n)) for n, e in summary.groups
+        )
+        measures = sql.SQL(", ").join(
+            sql.SQL("sum({}) AS {}").format(sql.SQL(e), sql.Identifier(n)) for n, e in summary.measures
+        )
+        names = sql.SQL(", ").join(sql.Identifier(n) for n, _ in summary.groups)
         conn.execute(
-            sql.SQL("CREATE OR REPLACE VIEW {}.{} AS {}").format(
-                r, sql.Identifier(report.name), sql.SQL(report.query).format(w=w, r=r)
+            sql.SQL("CREATE TABLE {r}.{s} AS SELECT {g}, {m} FROM {r}.{c} GROUP BY {k} WITH NO DATA").format(
+                r=r,
+                s=sql.Identifier(summary.name),
+                g=groups,
+                m=measures,
+                c=sql.Identifier(summary.current),
+                k=sql.SQL(", ").join(sql.SQL(str(i + 1)) for i in range(len(summary.groups))),
             )
         )
+        conn.execute(sql.SQL("ALTER TABLE {}.{} ADD PRIMARY KEY ({})").format(r, sql.Identifier(summary.name), names))
+    for report in REPORTS:
+        view = sql.Identifier(report.name)
+        conn.execute(sql.SQL("DROP VIEW IF EXISTS {}.{}").format(r, view))
+        conn.execute(sql.SQL("CREATE VIEW {}.{} AS {}").format(r, view, sql.SQL(report.query).format(w=w, r=r)))
     return reports_schema(warehouse_schema)
 
 
 def refresh_current(conn: psycopg.Connection, warehouse_schema: str) -> dict[str, int]:
-    """Bring the current-version tables up to date with the fact rows added since the last refresh."""
+    """Bring the current-version tables and the summaries up to date with the fact rows added since the
+    last refresh: the changed keys' new current versions are added to the summaries, the versions they
+    replace subtracted. The work grows with the new fact rows, not with the facts."""
     w, r = sql.Identifier(warehouse_schema), sql.Identifier(reports_schema(warehouse_schema))
     changed = {}
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{warehouse_schema} reports refresh",))
         for table, (fact, key, record_id) in CURRENT_TABLES.items():
+            summaries = [x for x in SUMMARIES if x.current == table]
             row = conn.execute(
                 sql.SQL("SELECT last_record_id FROM {}.refresh_state WHERE fact = %s").format(r), (fact,)
             ).fetchone()
@@ -180,32 +261,13 @@ def refresh_current(conn: psycopg.Connection, warehouse_schema: str) -> dict[str
                 sql.SQL("SELECT max({}) FROM {}.{}").format(sql.Identifier(record_id), w, sql.Identifier(fact))
             ).fetchone()[0]
             if newest is None or newest < since:  # the facts were emptied or rebuilt: start again
-                conn.execute(sql.SQL("TRUNCATE {}.{}").format(r, sql.Identifier(table)))
+                for name in [table, *(x.name for x in summaries)]:
+                    conn.execute(sql.SQL("TRUNCATE {}.{}").format(r, sql.Identifier(name)))
                 since = 0
             if newest is None or newest <= since:
                 changed[table] = 0
                 continue
-            columns = [c.name for c in WAREHOUSE_TABLES_BY_NAME[fact].columns]
-            names = sql.SQL(", ").join(map(sql.Identifier, columns))
-            updates = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns)
-            changed[table] = conn.execute(
-                sql.SQL(
-                    "INSERT INTO {r}.{t} AS c ({n}) SELECT DISTINCT ON ({k}) {n} FROM {w}.{f}"
-                    " WHERE {rid} > %s AND {rid} <= %s ORDER BY {k}, last_updated_date DESC, last_updated_time DESC"
-                    " ON CONFLICT ({k}) DO UPDATE SET {u} WHERE (EXCLUDED.last_updated_date, EXCLUDED.last_updated_time)"
-                    " >= (c.last_updated_date, c.last_updated_time)"
-                ).format(
-                    r=r,
-                    t=sql.Identifier(table),
-                    n=names,
-                    k=sql.Identifier(key),
-                    w=w,
-                    f=sql.Identifier(fact),
-                    rid=sql.Identifier(record_id),
-                    u=updates,
-                ),
-                (since, newest),
-            ).rowcount
+            changed[table] = _apply_changes(conn, w, r, table, fact, key, record_id, since, newest, summaries)
             conn.execute(
                 sql.SQL(
                     "INSERT INTO {}.refresh_state VALUES (%s, %s) ON CONFLICT (fact) DO UPDATE SET last_record_id = %s"
@@ -213,6 +275,62 @@ def refresh_current(conn: psycopg.Connection, warehouse_schema: str) -> dict[str
                 (fact, newest, newest),
             )
     return changed
+
+
+def _apply_changes(conn, w, r, table, fact, key, record_id, since, newest, summaries) -> int:
+    columns = [c.name for c in WAREHOUSE_TABLES_BY_NAME[fact].columns]
+    names = sql.SQL(", ").join(map(sql.Identifier, columns))
+    k, current = sql.Identifier(key), sql.SQL("{}.{}").format(r, sql.Identifier(table))
+    version = sql.SQL("(x.last_updated_date, x.last_updated_time)")
+    # The newest version of each key among the new fact rows, if it is newer than the current one.
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE delta_new ON COMMIT DROP AS SELECT DISTINCT ON ({k}) {n} FROM {w}.{f} x"
+            " WHERE {rid} > %s AND {rid} <= %s ORDER BY {k}, last_updated_date DESC, last_updated_time DESC"
+        ).format(k=k, n=names, w=w, f=sql.Identifier(fact), rid=sql.Identifier(record_id)),
+        (since, newest),
+    )
+    conn.execute(
+        sql.SQL(
+            "DELETE FROM delta_new x USING {c} c WHERE c.{k} = x.{k} AND {v} < (c.last_updated_date, c.last_updated_time)"
+        ).format(c=current, k=k, v=version)
+    )
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE delta_old ON COMMIT DROP AS SELECT c.* FROM {c} c JOIN delta_new x USING ({k})"
+        ).format(c=current, k=k)
+    )
+    for summary in summaries:
+        groups = [sql.SQL(e) for _, e in summary.groups]
+        group_names = sql.SQL(", ").join(sql.Identifier(n) for n, _ in summary.groups)
+        measure_names = [sql.Identifier(n) for n, _ in summary.measures]
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {r}.{s} AS t ({gn}, {mn}) SELECT {g}, {m} FROM"
+                " (SELECT 1 AS _sign, * FROM delta_new UNION ALL SELECT -1, * FROM delta_old) d GROUP BY {gi}"
+                " ON CONFLICT ({gn}) DO UPDATE SET {u}"
+            ).format(
+                r=r,
+                s=sql.Identifier(summary.name),
+                gn=group_names,
+                mn=sql.SQL(", ").join(measure_names),
+                g=sql.SQL(", ").join(groups),
+                m=sql.SQL(", ").join(sql.SQL("sum(_sign * ({}))").format(sql.SQL(e)) for _, e in summary.measures),
+                gi=sql.SQL(", ").join(sql.SQL(str(i + 1)) for i in range(len(groups))),
+                u=sql.SQL(", ").join(sql.SQL("{0} = t.{0} + EXCLUDED.{0}").format(n) for n in measure_names),
+            )
+        )
+        conn.execute(
+            sql.SQL("DELETE FROM {}.{} WHERE {} = 0").format(r, sql.Identifier(summary.name), measure_names[0])
+        )
+    updates = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns)
+    count = conn.execute(
+        sql.SQL("INSERT INTO {c} ({n}) SELECT {n} FROM delta_new ON CONFLICT ({k}) DO UPDATE SET {u}").format(
+            c=current, n=names, k=k, u=updates
+        )
+    ).rowcount
+    conn.execute("DROP TABLE delta_new, delta_old")
+    return count
 
 
 def read_report(conn: psycopg.Connection, warehouse_schema: str, report: Report) -> pl.DataFrame:
