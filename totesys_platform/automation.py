@@ -152,24 +152,27 @@ class AlertSettings:
             sender=env.get("TOTESYS_ALERT_FROM") or "totesys-platform@localhost",
             recipients=tuple(r.strip() for r in env["TOTESYS_ALERT_TO"].split(",") if r.strip()),
             user=env.get("TOTESYS_SMTP_USER") or None,
-            webserver_url=(env.get("TOTESYS_WEBSERVER_URL") or "http://127.0.0.1:3000").rstrip("/"),
+            webserver_url=webserver_url(env),
         )
 
-    @classmethod
-    def for_sns(cls, env=None) -> "AlertSettings":
-        """Only the parts of the settings an SNS-only alert uses (the link to the UI)."""
-        env = os.environ if env is None else env
-        url = (env.get("TOTESYS_WEBSERVER_URL") or "http://127.0.0.1:3000").rstrip("/")
-        return cls("", 0, "none", "totesys-platform@localhost", (), None, url)
+
+def webserver_url(env=None) -> str:
+    """Where the UI is, for links in alerts."""
+    env = os.environ if env is None else env
+    return (env.get("TOTESYS_WEBSERVER_URL") or "http://127.0.0.1:3000").rstrip("/")
 
 
-def failure_email(alerts: AlertSettings, run_id: str, job_name: str, failures: list[tuple[str, str]]) -> EmailMessage:
+def failure_email(
+    run_id: str, job_name: str, failures: list[tuple[str, str]], ui_url: str, alerts: AlertSettings | None = None
+) -> EmailMessage:
+    """The alert: subject and body name the run, the failed step and the error, with a link to the run."""
     message = EmailMessage()
     first_step = failures[0][0] if failures else "(run)"
     message["Subject"] = f"[totesys] run {run_id[:8]} of {job_name} failed at {first_step}"
-    message["From"] = alerts.sender
-    message["To"] = ", ".join(alerts.recipients)
-    lines = [f"Run {run_id} of {job_name} failed.", f"Open it: {alerts.webserver_url}/runs/{run_id}", ""]
+    if alerts is not None:
+        message["From"] = alerts.sender
+        message["To"] = ", ".join(alerts.recipients)
+    lines = [f"Run {run_id} of {job_name} failed.", f"Open it: {ui_url}/runs/{run_id}", ""]
     for step, error in failures:
         lines += [f"Step {step}:", error.strip(), ""]
     message.set_content("\n".join(lines))
@@ -214,7 +217,7 @@ def totesys_failure_email_sensor(context: dg.RunFailureSensorContext):
     if not failures:
         failures = [("(run)", context.failure_event.message or "the run failed")]
     run = context.dagster_run
-    message = failure_email(alerts or AlertSettings.for_sns(), run.run_id, run.job_name, failures)
+    message = failure_email(run.run_id, run.job_name, failures, webserver_url(), alerts)
     if alerts is not None:
         send_email(alerts, message)
     if topic:
