@@ -2,6 +2,7 @@
 never in the warehouse; good rows flow; raw rows = warehouse rows + quarantined rows."""
 
 import dagster as dg
+import polars as pl
 import psycopg
 import pytest
 
@@ -23,7 +24,7 @@ def run_with_checks(settings, raise_on_error=True):
 
 
 @pytest.mark.slow
-def test_bad_rows_are_reported_quarantined_and_reconciled(platform):
+def test_bad_rows_are_reported_quarantined_reconciled_and_a_fix_flows_through(platform):
     run_with_checks(platform)
     with psycopg.connect(platform.source_url) as conn:
         sim = Simulator(conn, seed=11)
@@ -58,6 +59,21 @@ def test_bad_rows_are_reported_quarantined_and_reconciled(platform):
     meta = {k: v.value for k, v in reconciled.metadata.items()}
     assert meta["quarantined"] == 2 and meta["raw"] == meta["warehouse"] + meta["quarantined"]
     assert raw.row_count(raw.list_keys("sales_order")) == len(warehouse_rows(platform, "fact_sales_order")) + 2
+    # The quarantine dataset holds the raw rows with their rule and a readable reason.
+    processed = LakeZone(url=platform.processed_url)
+    quarantined = processed.read(processed.list_keys("quarantine/fact_sales_order"))
+    assert sorted(quarantined["source_id"].to_list()) == sorted({bad_date, negative})
+    assert set(quarantined["rule"]) == {"malformed_date", "out_of_range"}
+    assert quarantined.filter(pl.col("rule") == "malformed_date")["reason"].str.contains("2024-13-45").all()
+    # A later source version that fixes the row flows through.
+    with psycopg.connect(platform.source_url) as conn:
+        conn.execute(
+            "UPDATE sales_order SET agreed_delivery_date = '2024-12-01', last_updated = now() WHERE sales_order_id = %s",
+            (bad_date,),
+        )
+    run_with_checks(platform)
+    fixed = [r for r in warehouse_rows(platform, "fact_sales_order") if r[0] == bad_date]
+    assert any(str(r[12]) == "2024-12-01" for r in fixed)  # agreed_delivery_date
 
 
 @pytest.mark.slow

@@ -295,9 +295,6 @@ def quarantine_check_result(table: WarehouseTable, quarantined: list[pl.DataFram
     )
 
 
-BUILDS = {"facts": "batchwise", "delta": "batchwise", "snapshot": "snapshot", "calendar": "calendar"}
-
-
 def build_processed_asset(table: WarehouseTable, **asset_kwargs) -> dg.AssetsDefinition:
     key = processed_key(table.name)
     check_specs = [
@@ -332,9 +329,9 @@ def build_processed_asset(table: WarehouseTable, **asset_kwargs) -> dg.AssetsDef
     def _processed(context: dg.AssetExecutionContext, ingestion_zone: LakeZone, processed_zone: LakeZone):
         processed_zone.check_reachable()
         try:
-            if BUILDS[table.build] == "batchwise":
+            if table.build in ("facts", "delta"):
                 outcome = process_batchwise(table, ingestion_zone, processed_zone)
-            elif BUILDS[table.build] == "snapshot":
+            elif table.build == "snapshot":
                 outcome = process_snapshot(table, ingestion_zone, processed_zone, context.run_id)
             else:
                 outcome = process_calendar(table, processed_zone, context.run_id)
