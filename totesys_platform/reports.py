@@ -18,6 +18,7 @@ import psycopg
 from psycopg import sql
 
 from totesys_platform.catalog import WAREHOUSE_TABLES_BY_NAME
+from totesys_platform.warehouse import lock_table_writes
 
 # The newest version of each fact row, kept as a table in the reports schema and brought up to date from
 # the fact rows added since the last refresh (facts only ever gain rows, with increasing record ids), so a
@@ -251,6 +252,10 @@ def refresh_current(conn: psycopg.Connection, warehouse_schema: str) -> dict[str
     changed = {}
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{warehouse_schema} reports refresh",))
+        # The summaries advance by the facts' record ids: wait for any load of them still in flight in another
+        # run, or rows it commits later with lower ids would be skipped for good (always in this order).
+        for fact in sorted(fact for fact, _, _ in CURRENT_TABLES.values()):
+            lock_table_writes(conn, warehouse_schema, fact)
         for table, (fact, key, record_id) in CURRENT_TABLES.items():
             summaries = [x for x in SUMMARIES if x.current == table]
             row = conn.execute(

@@ -170,6 +170,12 @@ def can_defer_fk_triggers(conn: psycopg.Connection) -> bool:
         return False
 
 
+def lock_table_writes(conn: psycopg.Connection, schema: str, table_name: str) -> None:
+    """Until this transaction ends, be the only loader of `schema.table_name`, whatever runs overlap
+    (an advisory lock, so readers are never blocked; a killed run's lock goes with its connection)."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{schema}.{table_name}",))
+
+
 def load_table(conn: psycopg.Connection, zone: LakeZone, table: WarehouseTable, schema: str) -> LoadResult:
     """Load the table's pending processed files in one transaction (see module docstring).
 
@@ -180,8 +186,7 @@ def load_table(conn: psycopg.Connection, zone: LakeZone, table: WarehouseTable, 
     """
     set_based = table.foreign_keys and can_defer_fk_triggers(conn)
     with conn.transaction():
-        # One loader per table at a time, whatever runs overlap.
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{schema}.{table.name}",))
+        lock_table_writes(conn, schema, table.name)
         empty = not conn.execute(
             sql.SQL("SELECT EXISTS (SELECT 1 FROM {}.{})").format(sql.Identifier(schema), sql.Identifier(table.name))
         ).fetchone()[0]

@@ -1,8 +1,9 @@
+import contextlib
 import json
 import multiprocessing
 import time
 import uuid
-from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import dagster as dg
 import psycopg
@@ -148,39 +149,51 @@ def test_unconfigured_alerts_are_off_with_a_log_line(caplog, monkeypatch):
         AlertSettings.from_env({"TOTESYS_SMTP_HOST": "h", "TOTESYS_ALERT_TO": "a@b", "TOTESYS_SMTP_SECURITY": "tls1"})
 
 
-def _slow_raw_run(settings, dagster_home: str, start_at: float) -> tuple[bool, int, float, float]:
+def _slow_raw_run(settings, dagster_home: str | None, barrier, results, without_locks: bool) -> None:
     """In a process of its own: one run of the raw step, each table's ingestion slowed down a little.
 
-    Returns (success, rows ingested, first ingestion start, last ingestion end) in wall-clock time."""
+    Puts (success, rows ingested, first ingestion start, last ingestion end, pool slots) on `results`."""
     import totesys_platform.assets.raw as raw_assets
+    from totesys_platform.resources.postgres import PostgresResource
 
     spans: list[float] = []
     real_ingest = raw_assets.ingest_table
 
     def slow_ingest(*args, **kwargs):
         spans.append(time.time())
-        result = real_ingest(*args, **kwargs)
-        time.sleep(0.3)  # long enough that two unguarded runs overlap
-        spans.append(time.time())
-        return result
+        try:
+            return real_ingest(*args, **kwargs)
+        finally:
+            time.sleep(0.3)  # long enough that two unguarded runs overlap
+            spans.append(time.time())
 
     raw_assets.ingest_table = slow_ingest
-    with dg.DagsterInstance.from_config(dagster_home) as instance:
-        time.sleep(max(0.0, start_at - time.time()))  # both runs start together
-        result = run_graph(settings, "group:raw", instance=instance)
+    if without_locks:
+        PostgresResource.exclusive = lambda self, *names, **kwargs: contextlib.nullcontext()
+    with dg.DagsterInstance.from_config(dagster_home) if dagster_home else dg.DagsterInstance.ephemeral() as instance:
+        barrier.wait(timeout=120)  # both runs start together, however long the imports took
+        result = run_graph(settings, "group:raw", instance=instance, raise_on_error=False)
+        slots = instance.event_log_storage.get_concurrency_info("totesys_source").slot_count if dagster_home else 0
     rows = sum(
         m.metadata["dagster/row_count"].value for m in result.asset_materializations_for_node("raw_totesys_tables")
     )
-    return result.success, rows, min(spans), max(spans)
+    results.put((result.success, rows, min(spans), max(spans), slots))
 
 
-def _two_raw_runs_at_once(settings, dagster_home) -> list[tuple[bool, int, float, float]]:
-    with dg.DagsterInstance.from_config(str(dagster_home)):
-        pass  # create the instance's storage once, before two processes race to
-    start_at = time.time() + 8  # after both processes have imported dagster
-    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        runs = list(pool.map(_slow_raw_run, [settings] * 2, [str(dagster_home)] * 2, [start_at] * 2))
-    assert all(success for success, *_ in runs)
+def _two_raw_runs_at_once(settings, dagster_home: Path | None, without_locks: bool = False) -> list[tuple]:
+    if dagster_home:
+        with dg.DagsterInstance.from_config(str(dagster_home)):
+            pass  # create the instance's storage once, before two processes race to
+    spawn = multiprocessing.get_context("spawn")
+    barrier, results = spawn.Barrier(2), spawn.Queue()
+    args = (settings, str(dagster_home) if dagster_home else None, barrier, results, without_locks)
+    workers = [spawn.Process(target=_slow_raw_run, args=args) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    runs = [results.get(timeout=300) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+    assert all(success for success, *_ in runs), runs
     return runs
 
 
@@ -189,19 +202,45 @@ def _disjoint(a, b) -> bool:
 
 
 @pytest.mark.slow
-def test_a_second_run_waits_for_the_pool_instead_of_ingesting_the_same_tables_at_once(platform, tmp_path):
-    guarded = tmp_path / "guarded"
-    guarded.mkdir()
-    (guarded / "dagster.yaml").write_text(LOCAL_INSTANCE_YAML.read_text())  # the shipped local instance
-    a, b = _two_raw_runs_at_once(platform, guarded)
-    assert _disjoint(a, b), "two runs ingested at the same time despite the pool"
+@pytest.mark.parametrize("instance", ["shipped local instance", "ephemeral instance (no pools)"])
+def test_a_second_run_waits_instead_of_ingesting_the_same_tables_at_once(platform, tmp_path, instance):
+    dagster_home = None
+    if instance == "shipped local instance":
+        dagster_home = tmp_path / "dagster_home"
+        dagster_home.mkdir()
+        (dagster_home / "dagster.yaml").write_text(LOCAL_INSTANCE_YAML.read_text())
+    a, b = _two_raw_runs_at_once(platform, dagster_home)
+    assert _disjoint(a, b), f"two runs ingested at the same time ({instance})"
     assert sorted([a[1], b[1]])[0] == 0 < sorted([a[1], b[1]])[1]  # the one that waited found nothing new
-    # The control: without the shipped pool limit the same two runs do overlap, so the check above means something.
-    unguarded = tmp_path / "unguarded"
-    unguarded.mkdir()
-    (unguarded / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    control = make_settings(tmp_path / "control", platform.source_url, platform.warehouse_url)
-    assert not _disjoint(*_two_raw_runs_at_once(control, unguarded))
+    if dagster_home:
+        assert a[4] == b[4] == 1  # the shipped config limits the pool to one step at a time
+
+
+@pytest.mark.slow
+def test_without_the_pool_and_the_locks_two_runs_do_overlap(platform, tmp_path):
+    """The control for the test above: it would catch the guards going missing."""
+    a, b = _two_raw_runs_at_once(platform, None, without_locks=True)
+    assert not _disjoint(a, b)
+
+
+def test_a_step_lock_waits_for_its_holder_names_it_and_times_out_clearly(platform):
+    from totesys_platform.definitions import database_resource
+    from totesys_platform.resources.postgres import StepLockTimeoutError
+
+    db = database_resource(platform, "warehouse")
+    said: list[str] = []
+    with db.exclusive("totesys_platform test lock", holder="totesys raw run-a", log=said.append):
+        with pytest.raises(StepLockTimeoutError, match="another run kept doing the same work for over 1s"):
+            with db.exclusive(
+                "totesys_platform test lock", holder="totesys raw run-b", log=said.append, wait_seconds=1
+            ):
+                pytest.fail("a second holder got the lock")
+        assert said == ["totesys raw run-b: waiting for totesys raw run-a to finish the same work"]
+        with db.exclusive("totesys_platform another lock", holder="totesys other", log=said.append):
+            pass  # a different name does not wait
+    with db.exclusive("totesys_platform test lock", holder="totesys raw run-c", log=said.append, wait_seconds=1):
+        pass  # released when the block ends
+    assert len(said) == 1
 
 
 def test_a_quiet_source_gets_a_heartbeat_run_so_freshness_stays_true(platform, monkeypatch):

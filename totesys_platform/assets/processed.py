@@ -16,6 +16,7 @@ import polars as pl
 from totesys_platform.assets.raw import raw_key
 from totesys_platform.catalog import WAREHOUSE_TABLES, WAREHOUSE_TABLES_BY_NAME, WarehouseTable
 from totesys_platform.resources.lake import LakeZone
+from totesys_platform.resources.postgres import PostgresResource
 from totesys_platform.transforms.quality import (
     RuleResult,
     evaluate_rules,
@@ -326,15 +327,26 @@ def build_processed_asset(table: WarehouseTable, **asset_kwargs) -> dg.AssetsDef
         check_specs=check_specs,
         **asset_kwargs,
     )
-    def _processed(context: dg.AssetExecutionContext, ingestion_zone: LakeZone, processed_zone: LakeZone):
+    def _processed(
+        context: dg.AssetExecutionContext,
+        ingestion_zone: LakeZone,
+        processed_zone: LakeZone,
+        warehouse_db: PostgresResource,
+    ):
         processed_zone.check_reachable()
         try:
-            if table.build in ("facts", "delta"):
-                outcome = process_batchwise(table, ingestion_zone, processed_zone)
-            elif table.build == "snapshot":
-                outcome = process_snapshot(table, ingestion_zone, processed_zone, context.run_id)
-            else:
-                outcome = process_calendar(table, processed_zone, context.run_id)
+            # One run at a time builds this table's next files (the lock lives in the warehouse database).
+            with warehouse_db.exclusive(
+                f"totesys_platform processed {processed_zone.url} {table.name}",
+                holder=f"totesys processed/{table.name} {context.run_id[:8]}",
+                log=context.log.warning,
+            ):
+                if table.build in ("facts", "delta"):
+                    outcome = process_batchwise(table, ingestion_zone, processed_zone)
+                elif table.build == "snapshot":
+                    outcome = process_snapshot(table, ingestion_zone, processed_zone, context.run_id)
+                else:
+                    outcome = process_calendar(table, processed_zone, context.run_id)
         except BatchRejectedError as rejected:
             yield quality_check_result(table, rejected.results)
             raise dg.Failure(description=str(rejected), allow_retries=False) from rejected

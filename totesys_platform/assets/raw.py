@@ -120,7 +120,15 @@ def build_raw_assets(
         ingestion_zone.check_reachable()
         selected = [t for t in SOURCE_TABLES if raw_key(t.name) in context.selected_asset_keys]
         lookback = dt.timedelta(seconds=config.lookback_seconds or lookback_seconds)
-        with source_snapshot(source_db) as cursor:
+        # One ingestion into this zone at a time, whichever instance launched the run (see exclusive()).
+        with (
+            source_db.exclusive(
+                f"totesys_platform raw {ingestion_zone.url}",
+                holder=f"totesys raw {context.run_id[:8]}",
+                log=context.log.warning,
+            ),
+            source_snapshot(source_db) as cursor,
+        ):
             for table in selected:
                 try:
                     result = ingest_table(

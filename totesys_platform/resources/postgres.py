@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -13,10 +13,24 @@ from totesys_platform.resources.embedded import embedded_database_url
 from totesys_platform.settings import redact_url, validate_postgres_url
 
 CONNECT_TIMEOUT_SECONDS = 10
+# A step waits this long for another run to finish the same work (the freshness deadline), then fails.
+LOCK_WAIT_SECONDS = 30 * 60
+
+# Who holds an advisory lock taken with a bigint key (PostgreSQL splits it into classid and objid).
+_LOCK_HOLDERS = """
+SELECT coalesce(string_agg(DISTINCT a.application_name, ', '), 'another session')
+FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+  AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended(%s, 0)
+"""
 
 
 class DatabaseUnavailableError(RuntimeError):
     """The database could not be reached; the message names the setting, never the password."""
+
+
+class StepLockTimeoutError(RuntimeError):
+    """Another run held the same step's lock for longer than the step may wait."""
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -77,3 +91,42 @@ class PostgresResource(dg.ConfigurableResource):
             yield conn
         finally:
             conn.close()
+
+    @contextlib.contextmanager
+    def exclusive(
+        self, *names: str, holder: str, log: Callable[[str], None], wait_seconds: float = LOCK_WAIT_SECONDS
+    ) -> Iterator[None]:
+        """Run the block as the only holder of the session advisory locks `names` on this database.
+
+        Dagster's pools queue steps too, but an ad hoc `dagster asset materialize` (ephemeral instance)
+        bypasses them and SQLite's pool slots are not race-free across processes; these locks hold in every
+        case. A killed run's connection closes and PostgreSQL frees its locks at once. Locks are taken in the
+        order given (callers taking several use one fixed order). `holder` (shown to waiters and in
+        pg_stat_activity) names the step and run; names may be long, they are hashed."""
+        with self.connect(autocommit=True) as conn:
+            conn.execute("SELECT set_config('application_name', %s, false)", [holder[:63]])
+            conn.execute("SELECT set_config('lock_timeout', %s, false)", [f"{int(wait_seconds * 1000)}ms"])
+            try:
+                for name in names:
+                    self._acquire(conn, name, holder, log, wait_seconds)
+                yield
+            finally:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("SELECT pg_advisory_unlock_all()")
+
+    def _acquire(
+        self, conn: psycopg.Connection, name: str, holder: str, log: Callable[[str], None], wait_seconds: float
+    ) -> None:
+        acquired = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [name]).fetchone()
+        if acquired and acquired[0]:
+            return
+        holders = conn.execute(_LOCK_HOLDERS, [name]).fetchone()
+        log(f"{holder}: waiting for {holders[0] if holders else 'another session'} to finish the same work")
+        try:
+            conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", [name])
+        except psycopg.errors.LockNotAvailable:
+            raise StepLockTimeoutError(
+                f"{holder}: another run kept doing the same work for over {wait_seconds:.0f}s "
+                f"({self.setting_name}); nothing was changed, the next run retries"
+            ) from None
+        log(f"{holder}: lock acquired, going on")
