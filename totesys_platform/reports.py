@@ -266,13 +266,16 @@ def refresh_current(conn: psycopg.Connection, warehouse_schema: str) -> dict[str
                 sql.SQL("SELECT max({}) FROM {}.{}").format(sql.Identifier(record_id), w, sql.Identifier(fact))
             ).fetchone()[0]
             if newest is None or newest < since:  # the facts were emptied or rebuilt: start again
-                for name in [table, *(x.name for x in summaries)]:
-                    conn.execute(sql.SQL("TRUNCATE {}.{}").format(r, sql.Identifier(name)))
                 since = 0
             if newest is None or newest <= since:
                 changed[table] = 0
+                if since == 0:
+                    _truncate(conn, r, [table, *(x.name for x in summaries)])
                 continue
-            changed[table] = _apply_changes(conn, w, r, table, fact, key, record_id, since, newest, summaries)
+            if since == 0:
+                changed[table] = _rebuild(conn, w, r, table, fact, key, record_id, newest, summaries)
+            else:
+                changed[table] = _apply_changes(conn, w, r, table, fact, key, record_id, since, newest, summaries)
             conn.execute(
                 sql.SQL(
                     "INSERT INTO {}.refresh_state VALUES (%s, %s) ON CONFLICT (fact) DO UPDATE SET last_record_id = %s"
@@ -282,6 +285,45 @@ def refresh_current(conn: psycopg.Connection, warehouse_schema: str) -> dict[str
     return changed
 
 
+def _truncate(conn: psycopg.Connection, r: sql.Identifier, names: list[str]) -> None:
+    conn.execute(
+        sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(sql.SQL("{}.{}").format(r, sql.Identifier(n)) for n in names))
+    )
+
+
+def _newest_versions(w, fact, key, record_id, names) -> sql.Composed:
+    """The newest version of each key among the fact rows with record ids in (%s, %s]."""
+    return sql.SQL(
+        "SELECT DISTINCT ON ({k}) {n} FROM {w}.{f} WHERE {rid} > %s AND {rid} <= %s"
+        " ORDER BY {k}, last_updated_date DESC, last_updated_time DESC"
+    ).format(k=sql.Identifier(key), n=names, w=w, f=sql.Identifier(fact), rid=sql.Identifier(record_id))
+
+
+def _rebuild(conn, w, r, table, fact, key, record_id, newest, summaries) -> int:
+    """From nothing (first refresh, or the facts were rebuilt): one pass each, with no deltas to merge."""
+    _truncate(conn, r, [table, *(x.name for x in summaries)])
+    names = sql.SQL(", ").join(sql.Identifier(c.name) for c in WAREHOUSE_TABLES_BY_NAME[fact].columns)
+    count = conn.execute(
+        sql.SQL("INSERT INTO {}.{} ({}) ").format(r, sql.Identifier(table), names)
+        + _newest_versions(w, fact, key, record_id, names),
+        (0, newest),
+    ).rowcount
+    for summary in summaries:
+        conn.execute(
+            sql.SQL("INSERT INTO {r}.{s} ({gn}, {mn}) SELECT {g}, {m} FROM {r}.{c} GROUP BY {gi}").format(
+                r=r,
+                s=sql.Identifier(summary.name),
+                c=sql.Identifier(table),
+                gn=sql.SQL(", ").join(sql.Identifier(n) for n, _ in summary.groups),
+                mn=sql.SQL(", ").join(sql.Identifier(n) for n, _ in summary.measures),
+                g=sql.SQL(", ").join(sql.SQL(e) for _, e in summary.groups),
+                m=sql.SQL(", ").join(sql.SQL("sum({})").format(sql.SQL(e)) for _, e in summary.measures),
+                gi=sql.SQL(", ").join(sql.SQL(str(i + 1)) for i in range(len(summary.groups))),
+            )
+        )
+    return count
+
+
 def _apply_changes(conn, w, r, table, fact, key, record_id, since, newest, summaries) -> int:
     columns = [c.name for c in WAREHOUSE_TABLES_BY_NAME[fact].columns]
     names = sql.SQL(", ").join(map(sql.Identifier, columns))
@@ -289,10 +331,7 @@ def _apply_changes(conn, w, r, table, fact, key, record_id, since, newest, summa
     version = sql.SQL("(x.last_updated_date, x.last_updated_time)")
     # The newest version of each key among the new fact rows, if it is newer than the current one.
     conn.execute(
-        sql.SQL(
-            "CREATE TEMP TABLE delta_new ON COMMIT DROP AS SELECT DISTINCT ON ({k}) {n} FROM {w}.{f} x"
-            " WHERE {rid} > %s AND {rid} <= %s ORDER BY {k}, last_updated_date DESC, last_updated_time DESC"
-        ).format(k=k, n=names, w=w, f=sql.Identifier(fact), rid=sql.Identifier(record_id)),
+        sql.SQL("CREATE TEMP TABLE delta_new ON COMMIT DROP AS ") + _newest_versions(w, fact, key, record_id, names),
         (since, newest),
     )
     conn.execute(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import polars as pl
 import psycopg
 from psycopg import sql
 
@@ -136,8 +137,10 @@ def upsert_sql(table: WarehouseTable, schema: str, stage: str) -> sql.Composed:
     return sql.SQL("INSERT INTO {} AS t ({}) {} ON CONFLICT ({}) {}").format(target, names, source, conflict, action)
 
 
-def missing_references(conn: psycopg.Connection, table: WarehouseTable, schema: str, stage: str) -> dict[str, tuple]:
-    """Set-based foreign-key check of the staged rows (one hash anti-join per reference):
+def missing_references(
+    conn: psycopg.Connection, table: WarehouseTable, schema: str, rows: sql.Composable
+) -> dict[str, tuple]:
+    """Set-based foreign-key check of the new rows (a stage, or a table loaded from empty) (one hash anti-join per reference):
     column -> (rows without a dimension row, smallest such value)."""
     found = {}
     for column in table.foreign_keys:
@@ -148,7 +151,7 @@ def missing_references(conn: psycopg.Connection, table: WarehouseTable, schema: 
                 "(SELECT 1 FROM {w}.{d} d WHERE d.{k} = x.{c})"
             ).format(
                 c=sql.Identifier(column.name),
-                s=sql.Identifier(stage),
+                s=rows,
                 w=sql.Identifier(schema),
                 d=sql.Identifier(dim.name),
                 k=sql.Identifier(dim.key),
@@ -170,6 +173,59 @@ def can_defer_fk_triggers(conn: psycopg.Connection) -> bool:
         return False
 
 
+def _check_references(conn: psycopg.Connection, table: WarehouseTable, schema: str, rows: sql.Composable) -> None:
+    missing = missing_references(conn, table, schema, rows)
+    if missing:
+        raise ReferentialIntegrityError(
+            f"warehouse/{table.name}: nothing loaded; new rows reference missing dimension rows: "
+            + "; ".join(
+                f"{col} ({n} rows, e.g. {ex!r} not in "
+                f"{next(c for c in table.foreign_keys if c.name == col).references})"
+                for col, (n, ex) in missing.items()
+            )
+        )
+
+
+def _copy_into_empty(
+    conn: psycopg.Connection, zone: LakeZone, table: WarehouseTable, schema: str, files: list[str], check: bool
+) -> tuple[int, int] | None:
+    """The backfill: COPY the files straight into the empty table, then check its references in one pass
+    (no stage, no second write). None (and nothing written) if the files repeat a key: the staged path
+    then keeps one version of each."""
+    columns = [c.name for c in table.data_columns]
+    target = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table.name))
+    try:
+        with conn.transaction():  # a savepoint
+            rows = sum(copy_frame(conn, target, chunk) for chunk in zone.iter_batches(files, columns=columns))
+    except psycopg.errors.UniqueViolation:
+        return None
+    if check:
+        _check_references(conn, table, schema, target)
+    return rows, rows
+
+
+def _load_through_stage(
+    conn: psycopg.Connection, zone: LakeZone, table: WarehouseTable, schema: str, files: list[str], check: bool
+) -> tuple[int, int]:
+    """Stage the files in file order, check the staged references, then one INSERT ... ON CONFLICT."""
+    stage_name = f"stage_{table.name}"
+    stage = sql.Identifier(stage_name)
+    columns = [c.name for c in table.data_columns]
+    conn.execute(
+        sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {}.{} WITH NO DATA").format(
+            stage, sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier(schema), sql.Identifier(table.name)
+        )
+    )
+    conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint").format(stage, sql.Identifier(STAGE_ORDER)))
+    staged = 0
+    for chunk in zone.iter_batches(files, columns=columns):
+        order = pl.int_range(staged, staged + chunk.height, dtype=pl.Int64, eager=True).alias(STAGE_ORDER)
+        staged += copy_frame(conn, stage, chunk.with_columns(order))
+    if check:
+        _check_references(conn, table, schema, stage)
+    return staged, conn.execute(upsert_sql(table, schema, stage_name)).rowcount
+
+
 def lock_table_writes(conn: psycopg.Connection, schema: str, table_name: str) -> None:
     """Until this transaction ends, be the only loader of `schema.table_name`, whatever runs overlap
     (an advisory lock, so readers are never blocked; a killed run's lock goes with its connection)."""
@@ -179,52 +235,29 @@ def lock_table_writes(conn: psycopg.Connection, schema: str, table_name: str) ->
 def load_table(conn: psycopg.Connection, zone: LakeZone, table: WarehouseTable, schema: str) -> LoadResult:
     """Load the table's pending processed files in one transaction (see module docstring).
 
-    The files are streamed into the stage a row group at a time, so memory does not grow with the data.
-    Foreign keys are checked set-based on the stage (one anti-join per reference) and, where the role
-    may, the per-row FK triggers are switched off for the INSERT itself: the same guarantee, ten times
+    The files are streamed a row group at a time, so memory does not grow with the data. An empty table
+    (the backfill) gets them by COPY straight into it; otherwise they go through a stage and one
+    INSERT ... ON CONFLICT. Foreign keys are checked set-based (one anti-join per reference) and, where
+    the role may, the per-row FK triggers are switched off while writing: the same guarantee, ten times
     faster on large loads. A violation fails the load with the column and an example, loading nothing.
     """
-    set_based = table.foreign_keys and can_defer_fk_triggers(conn)
+    set_based = bool(table.foreign_keys) and can_defer_fk_triggers(conn)
+    target = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table.name))
     with conn.transaction():
         lock_table_writes(conn, schema, table.name)
-        empty = not conn.execute(
-            sql.SQL("SELECT EXISTS (SELECT 1 FROM {}.{})").format(sql.Identifier(schema), sql.Identifier(table.name))
-        ).fetchone()[0]
+        empty = not conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(target)).fetchone()[0]
         # An empty table (new, truncated, or dropped and recreated) is loaded from the first file, whatever
         # the log says: the log only ever records what the table already holds.
         files = pending_files(zone, table, None if empty else last_loaded(conn, schema, table.name))
         result = LoadResult(table.name, files)
         if files:
-            stage = f"stage_{table.name}"
-            columns = [c.name for c in table.data_columns]
-            conn.execute(
-                sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {}.{} WITH NO DATA").format(
-                    sql.Identifier(stage),
-                    sql.SQL(", ").join(map(sql.Identifier, columns)),
-                    sql.Identifier(schema),
-                    sql.Identifier(table.name),
-                )
-            )
-            conn.execute(
-                sql.SQL("ALTER TABLE {} ADD COLUMN {} bigserial").format(
-                    sql.Identifier(stage), sql.Identifier(STAGE_ORDER)
-                )
-            )
-            for chunk in zone.iter_batches(files, columns=columns):
-                result.staged_rows += copy_frame(conn, stage, chunk)
             if set_based:
-                missing = missing_references(conn, table, schema, stage)
-                if missing:
-                    raise ReferentialIntegrityError(
-                        f"warehouse/{table.name}: nothing loaded; staged rows reference missing dimension rows: "
-                        + "; ".join(
-                            f"{col} ({n} rows, e.g. {ex!r} not in "
-                            f"{next(c for c in table.foreign_keys if c.name == col).references})"
-                            for col, (n, ex) in missing.items()
-                        )
-                    )
                 conn.execute("SET LOCAL session_replication_role = replica")
-            result.inserted = conn.execute(upsert_sql(table, schema, stage)).rowcount
+            # With the triggers off the references are checked set-based; else PostgreSQL checks each row.
+            loaded = _copy_into_empty(conn, zone, table, schema, files, set_based) if empty else None
+            if loaded is None:
+                loaded = _load_through_stage(conn, zone, table, schema, files, set_based)
+            result.staged_rows, result.inserted = loaded
             if set_based:
                 conn.execute("SET LOCAL session_replication_role = origin")
             conn.execute(
