@@ -299,6 +299,29 @@ def _newest_versions(w, fact, key, record_id, names) -> sql.Composed:
     ).format(k=sql.Identifier(key), n=names, w=w, f=sql.Identifier(fact), rid=sql.Identifier(record_id))
 
 
+def _summary_insert(r: sql.Identifier, summary: Summary, rows: sql.Composable, *, signed: bool) -> sql.Composed:
+    """Sum the summary's measures over `rows` by its groups into its table. Signed: `rows` carry `_sign`
+    (+1 a new current version, -1 the version it replaces) and the sums are added to those already there."""
+    group_names = sql.SQL(", ").join(sql.Identifier(n) for n, _ in summary.groups)
+    measure_names = [sql.Identifier(n) for n, _ in summary.measures]
+    measure = "sum(_sign * ({}))" if signed else "sum({})"
+    query = sql.SQL("INSERT INTO {r}.{s} AS t ({gn}, {mn}) SELECT {g}, {m} FROM {rows} GROUP BY {gi}").format(
+        r=r,
+        s=sql.Identifier(summary.name),
+        gn=group_names,
+        mn=sql.SQL(", ").join(measure_names),
+        g=sql.SQL(", ").join(sql.SQL(e) for _, e in summary.groups),
+        m=sql.SQL(", ").join(sql.SQL(measure).format(sql.SQL(e)) for _, e in summary.measures),
+        rows=rows,
+        gi=sql.SQL(", ").join(sql.SQL(str(i + 1)) for i in range(len(summary.groups))),
+    )
+    if signed:
+        query += sql.SQL(" ON CONFLICT ({}) DO UPDATE SET {}").format(
+            group_names, sql.SQL(", ").join(sql.SQL("{0} = t.{0} + EXCLUDED.{0}").format(n) for n in measure_names)
+        )
+    return query
+
+
 def _rebuild(conn, w, r, table, fact, key, record_id, newest, summaries) -> int:
     """From nothing (first refresh, or the facts were rebuilt): one pass each, with no deltas to merge."""
     _truncate(conn, r, [table, *(x.name for x in summaries)])
@@ -309,18 +332,7 @@ def _rebuild(conn, w, r, table, fact, key, record_id, newest, summaries) -> int:
         (0, newest),
     ).rowcount
     for summary in summaries:
-        conn.execute(
-            sql.SQL("INSERT INTO {r}.{s} ({gn}, {mn}) SELECT {g}, {m} FROM {r}.{c} GROUP BY {gi}").format(
-                r=r,
-                s=sql.Identifier(summary.name),
-                c=sql.Identifier(table),
-                gn=sql.SQL(", ").join(sql.Identifier(n) for n, _ in summary.groups),
-                mn=sql.SQL(", ").join(sql.Identifier(n) for n, _ in summary.measures),
-                g=sql.SQL(", ").join(sql.SQL(e) for _, e in summary.groups),
-                m=sql.SQL(", ").join(sql.SQL("sum({})").format(sql.SQL(e)) for _, e in summary.measures),
-                gi=sql.SQL(", ").join(sql.SQL(str(i + 1)) for i in range(len(summary.groups))),
-            )
-        )
+        conn.execute(_summary_insert(r, summary, sql.SQL("{}.{}").format(r, sql.Identifier(table)), signed=False))
     return count
 
 
@@ -344,28 +356,13 @@ def _apply_changes(conn, w, r, table, fact, key, record_id, since, newest, summa
             "CREATE TEMP TABLE delta_old ON COMMIT DROP AS SELECT c.* FROM {c} c JOIN delta_new x USING ({k})"
         ).format(c=current, k=k)
     )
+    signed_rows = sql.SQL("(SELECT 1 AS _sign, * FROM delta_new UNION ALL SELECT -1, * FROM delta_old) d")
     for summary in summaries:
-        groups = [sql.SQL(e) for _, e in summary.groups]
-        group_names = sql.SQL(", ").join(sql.Identifier(n) for n, _ in summary.groups)
-        measure_names = [sql.Identifier(n) for n, _ in summary.measures]
+        conn.execute(_summary_insert(r, summary, signed_rows, signed=True))
         conn.execute(
-            sql.SQL(
-                "INSERT INTO {r}.{s} AS t ({gn}, {mn}) SELECT {g}, {m} FROM"
-                " (SELECT 1 AS _sign, * FROM delta_new UNION ALL SELECT -1, * FROM delta_old) d GROUP BY {gi}"
-                " ON CONFLICT ({gn}) DO UPDATE SET {u}"
-            ).format(
-                r=r,
-                s=sql.Identifier(summary.name),
-                gn=group_names,
-                mn=sql.SQL(", ").join(measure_names),
-                g=sql.SQL(", ").join(groups),
-                m=sql.SQL(", ").join(sql.SQL("sum(_sign * ({}))").format(sql.SQL(e)) for _, e in summary.measures),
-                gi=sql.SQL(", ").join(sql.SQL(str(i + 1)) for i in range(len(groups))),
-                u=sql.SQL(", ").join(sql.SQL("{0} = t.{0} + EXCLUDED.{0}").format(n) for n in measure_names),
+            sql.SQL("DELETE FROM {}.{} WHERE {} = 0").format(
+                r, sql.Identifier(summary.name), sql.Identifier(summary.measures[0][0])
             )
-        )
-        conn.execute(
-            sql.SQL("DELETE FROM {}.{} WHERE {} = 0").format(r, sql.Identifier(summary.name), measure_names[0])
         )
     updates = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns)
     count = conn.execute(

@@ -1,8 +1,9 @@
 """The PostgreSQL warehouse: DDL from the catalog and exactly-once bulk loads from the processed zone.
 
-Each load runs in one transaction: COPY the pending processed files into a temporary staging table,
-one INSERT ... ON CONFLICT into the target (facts: append new versions only; dimensions: upsert
-changed rows), and record the last loaded file in `totesys_platform.load_log`. A killed load leaves
+Each load runs in one transaction: COPY the pending processed files straight into an empty table, or
+else into a temporary staging table and then one INSERT ... ON CONFLICT into the target (facts: append
+new versions only; dimensions: upsert changed rows); then record the last loaded file in
+`totesys_platform.load_log`. A killed load leaves
 the warehouse as it was; the next run picks up from the log, so nothing is loaded twice.
 """
 
@@ -110,7 +111,7 @@ STAGE_ORDER = "_load_order"
 def upsert_sql(table: WarehouseTable, schema: str, stage: str) -> sql.Composed:
     """One INSERT from the stage: facts append new versions; dimensions upsert the last staged row per key."""
     columns = [c.name for c in table.data_columns]
-    target = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table.name))
+    target = qualified(schema, table.name)
     names = sql.SQL(", ").join(map(sql.Identifier, columns))
     conflict = sql.SQL(", ").join(map(sql.Identifier, table.version_key))
     if table.is_fact:
@@ -140,8 +141,8 @@ def upsert_sql(table: WarehouseTable, schema: str, stage: str) -> sql.Composed:
 def missing_references(
     conn: psycopg.Connection, table: WarehouseTable, schema: str, rows: sql.Composable
 ) -> dict[str, tuple]:
-    """Set-based foreign-key check of the new rows (a stage, or a table loaded from empty) (one hash anti-join per reference):
-    column -> (rows without a dimension row, smallest such value)."""
+    """Set-based foreign-key check of the new rows `rows` (a stage, or a table loaded from empty), one hash
+    anti-join per reference: column -> (rows without a dimension row, smallest such value)."""
     found = {}
     for column in table.foreign_keys:
         dim = WAREHOUSE_TABLES_BY_NAME[column.references or ""]
@@ -173,6 +174,10 @@ def can_defer_fk_triggers(conn: psycopg.Connection) -> bool:
         return False
 
 
+def qualified(schema: str, name: str) -> sql.Composed:
+    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+
+
 def _check_references(conn: psycopg.Connection, table: WarehouseTable, schema: str, rows: sql.Composable) -> None:
     missing = missing_references(conn, table, schema, rows)
     if missing:
@@ -193,7 +198,7 @@ def _copy_into_empty(
     (no stage, no second write). None (and nothing written) if the files repeat a key: the staged path
     then keeps one version of each."""
     columns = [c.name for c in table.data_columns]
-    target = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table.name))
+    target = qualified(schema, table.name)
     try:
         with conn.transaction():  # a savepoint
             rows = sum(copy_frame(conn, target, chunk) for chunk in zone.iter_batches(files, columns=columns))
@@ -242,7 +247,7 @@ def load_table(conn: psycopg.Connection, zone: LakeZone, table: WarehouseTable, 
     faster on large loads. A violation fails the load with the column and an example, loading nothing.
     """
     set_based = bool(table.foreign_keys) and can_defer_fk_triggers(conn)
-    target = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table.name))
+    target = qualified(schema, table.name)
     with conn.transaction():
         lock_table_writes(conn, schema, table.name)
         empty = not conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(target)).fetchone()[0]
@@ -268,7 +273,5 @@ def load_table(conn: psycopg.Connection, zone: LakeZone, table: WarehouseTable, 
                 ).format(sql.Identifier(META_SCHEMA)),
                 (schema, table.name, files[-1]),
             )
-        result.table_rows = conn.execute(
-            sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table.name))
-        ).fetchone()[0]
+        result.table_rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0]
     return result

@@ -169,7 +169,7 @@ def _slow_raw_run(settings, dagster_home: str | None, barrier, results, without_
 
     raw_assets.ingest_table = slow_ingest
     if without_locks:
-        PostgresResource.exclusive = lambda self, *names, **kwargs: contextlib.nullcontext()
+        PostgresResource.exclusive = lambda self, name, **kwargs: contextlib.nullcontext()
     with dg.DagsterInstance.from_config(dagster_home) if dagster_home else dg.DagsterInstance.ephemeral() as instance:
         barrier.wait(timeout=120)  # both runs start together, however long the imports took
         result = run_graph(settings, "group:raw", instance=instance, raise_on_error=False)

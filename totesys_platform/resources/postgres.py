@@ -94,39 +94,31 @@ class PostgresResource(dg.ConfigurableResource):
 
     @contextlib.contextmanager
     def exclusive(
-        self, *names: str, holder: str, log: Callable[[str], None], wait_seconds: float = LOCK_WAIT_SECONDS
+        self, name: str, *, holder: str, log: Callable[[str], None], wait_seconds: float = LOCK_WAIT_SECONDS
     ) -> Iterator[None]:
-        """Run the block as the only holder of the session advisory locks `names` on this database.
+        """Run the block as the only holder of the session advisory lock `name` on this database.
 
         Dagster's pools queue steps too, but an ad hoc `dagster asset materialize` (ephemeral instance)
-        bypasses them and SQLite's pool slots are not race-free across processes; these locks hold in every
-        case. A killed run's connection closes and PostgreSQL frees its locks at once. Locks are taken in the
-        order given (callers taking several use one fixed order). `holder` (shown to waiters and in
-        pg_stat_activity) names the step and run; names may be long, they are hashed."""
+        bypasses them and SQLite's pool slots are not race-free across processes; this lock holds in every
+        case. A killed run's connection closes and PostgreSQL frees its lock at once. `holder` (shown to
+        waiters and in pg_stat_activity) names the step and run; `name` may be long, it is hashed."""
         with self.connect(autocommit=True) as conn:
             conn.execute("SELECT set_config('application_name', %s, false)", [holder[:63]])
-            conn.execute("SELECT set_config('lock_timeout', %s, false)", [f"{int(wait_seconds * 1000)}ms"])
+            acquired = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [name]).fetchone()
+            if not (acquired and acquired[0]):
+                holders = conn.execute(_LOCK_HOLDERS, [name]).fetchone()
+                log(f"{holder}: waiting for {holders[0] if holders else 'another session'} to finish the same work")
+                conn.execute("SELECT set_config('lock_timeout', %s, false)", [f"{int(wait_seconds * 1000)}ms"])
+                try:
+                    conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", [name])
+                except psycopg.errors.LockNotAvailable:
+                    raise StepLockTimeoutError(
+                        f"{holder}: another run kept doing the same work for over {wait_seconds:.0f}s "
+                        f"({self.setting_name}); nothing was changed, the next run retries"
+                    ) from None
+                log(f"{holder}: lock acquired, going on")
             try:
-                for name in names:
-                    self._acquire(conn, name, holder, log, wait_seconds)
                 yield
             finally:
                 with contextlib.suppress(psycopg.Error):
-                    conn.execute("SELECT pg_advisory_unlock_all()")
-
-    def _acquire(
-        self, conn: psycopg.Connection, name: str, holder: str, log: Callable[[str], None], wait_seconds: float
-    ) -> None:
-        acquired = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [name]).fetchone()
-        if acquired and acquired[0]:
-            return
-        holders = conn.execute(_LOCK_HOLDERS, [name]).fetchone()
-        log(f"{holder}: waiting for {holders[0] if holders else 'another session'} to finish the same work")
-        try:
-            conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", [name])
-        except psycopg.errors.LockNotAvailable:
-            raise StepLockTimeoutError(
-                f"{holder}: another run kept doing the same work for over {wait_seconds:.0f}s "
-                f"({self.setting_name}); nothing was changed, the next run retries"
-            ) from None
-        log(f"{holder}: lock acquired, going on")
+                    conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [name])
