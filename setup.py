@@ -19,6 +19,8 @@ setup(
         "polars==1.44.2",
         "plotly==7.1.0",  # dashboard charts; self-contained HTML with plotly.js inlined
         "pyarrow==26.0.1",
+        # Delta Lake (delta-rs): the table format of both lake zones, local or on S3, no Spark, no server.
+        "deltalake==1.6.6",
         "numpy==2.4.6",
         "psycopg[binary]==3.3.9",
         # ADBC reads Postgres straight into Arrow via binary COPY, also over unix sockets (connectorx can't).

@@ -17,9 +17,9 @@ import dagster as dg
 import psutil
 
 from totesys_platform.automation import NIGHTLY_ONLY_CHECKS
-from totesys_platform.checks import build_checks
 from totesys_platform.definitions import build_assets, build_resources
 from totesys_platform.settings import load_settings
+from totesys_platform.warehouse.checks import build_checks
 
 CHECK_SUFFIXES = ("_meets_the_star_schema_rules", "_reconciles_with_the_ingestion_zone")
 

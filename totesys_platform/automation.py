@@ -15,8 +15,8 @@ import dagster as dg
 import psycopg
 from psycopg import sql
 
-from totesys_platform.assets.raw import raw_key
 from totesys_platform.catalog import SOURCE_TABLES
+from totesys_platform.raw.checks import raw_key
 from totesys_platform.resources.postgres import PostgresResource
 
 log = logging.getLogger("totesys_platform.automation")

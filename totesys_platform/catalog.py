@@ -245,11 +245,13 @@ def _wcols(*spec: tuple) -> tuple[WarehouseColumn, ...]:
 
 
 # How a processed table is built from its inputs:
-#   facts     - every new source row version becomes a fact row (append-only history)
-#   snapshot  - a full snapshot of a small dimension, rebuilt from its source tables' latest state
-#   delta     - a large dimension: only the latest version of each changed row (upserted)
-#   calendar  - dim_date: whole calendar years covering every date the facts reference
-Build = Literal["facts", "snapshot", "delta", "calendar"]
+#   facts            - every new source row version becomes a fact row (append-only history)
+#   dimension        - a small dimension, merged on its key from its sources' new row versions; facts
+#                      quarantine rows that reference a member it does not have
+#   large_dimension  - the same merge for a large dimension (dim_transaction); references to it are
+#                      enforced by the warehouse's foreign keys instead
+#   calendar         - dim_date: whole calendar years covering every date the facts reference
+Build = Literal["facts", "dimension", "large_dimension", "calendar"]
 
 
 @dataclass(frozen=True)
@@ -270,6 +272,12 @@ class WarehouseTable:
     renames: dict[str, str] = field(default_factory=dict)
     # Facts: columns whose non-positive values are impossible (such rows are quarantined).
     positive_columns: tuple[str, ...] = ()
+    # Dimensions joined from two sources: lookup source -> column of the first source that references it.
+    joins: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_dimension(self) -> bool:
+        return self.build in ("dimension", "large_dimension")
 
     @property
     def is_fact(self) -> bool:
@@ -332,7 +340,7 @@ WAREHOUSE_TABLES: tuple[WarehouseTable, ...] = (
     ),
     WarehouseTable(
         "dim_staff",
-        "snapshot",
+        "dimension",
         "staff_id",
         _wcols(
             ("staff_id", "integer"),
@@ -344,10 +352,11 @@ WAREHOUSE_TABLES: tuple[WarehouseTable, ...] = (
         ),
         ("staff", "department"),
         "Staff dimension: latest version of each staff member with their department and its location.",
+        joins={"department": "department_id"},
     ),
     WarehouseTable(
         "dim_location",
-        "snapshot",
+        "dimension",
         "location_id",
         _wcols(
             ("location_id", "integer"),
@@ -364,7 +373,7 @@ WAREHOUSE_TABLES: tuple[WarehouseTable, ...] = (
     ),
     WarehouseTable(
         "dim_design",
-        "snapshot",
+        "dimension",
         "design_id",
         _wcols(
             ("design_id", "integer"),
@@ -377,7 +386,7 @@ WAREHOUSE_TABLES: tuple[WarehouseTable, ...] = (
     ),
     WarehouseTable(
         "dim_currency",
-        "snapshot",
+        "dimension",
         "currency_id",
         _wcols(("currency_id", "integer"), ("currency_code", "varchar"), ("currency_name", "varchar")),
         ("currency",),
@@ -386,7 +395,7 @@ WAREHOUSE_TABLES: tuple[WarehouseTable, ...] = (
     ),
     WarehouseTable(
         "dim_counterparty",
-        "snapshot",
+        "dimension",
         "counterparty_id",
         _wcols(
             ("counterparty_id", "integer"),
@@ -401,10 +410,11 @@ WAREHOUSE_TABLES: tuple[WarehouseTable, ...] = (
         ),
         ("counterparty", "address"),
         "Counterparty dimension: latest version of each counterparty with its legal address.",
+        joins={"address": "legal_address_id"},
     ),
     WarehouseTable(
         "dim_payment_type",
-        "snapshot",
+        "dimension",
         "payment_type_id",
         _wcols(("payment_type_id", "integer"), ("payment_type_name", "varchar")),
         ("payment_type",),
@@ -413,7 +423,7 @@ WAREHOUSE_TABLES: tuple[WarehouseTable, ...] = (
     ),
     WarehouseTable(
         "dim_transaction",
-        "delta",
+        "large_dimension",
         "transaction_id",
         _wcols(
             ("transaction_id", "integer"),

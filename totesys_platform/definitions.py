@@ -6,10 +6,6 @@ import os
 
 import dagster as dg
 
-from totesys_platform.assets.processed import build_processed_assets
-from totesys_platform.assets.raw import build_raw_assets
-from totesys_platform.assets.reports import build_report_assets
-from totesys_platform.assets.warehouse import WarehouseConfig, build_warehouse_assets
 from totesys_platform.automation import (
     RETRY_POLICY,
     WAREHOUSE_FRESHNESS,
@@ -17,10 +13,15 @@ from totesys_platform.automation import (
     build_schedules,
     totesys_failure_email_sensor,
 )
-from totesys_platform.checks import build_checks
+from totesys_platform.processed.assets import build_processed_assets
+from totesys_platform.raw.assets import build_raw_assets
+from totesys_platform.reports.assets import build_report_assets
+from totesys_platform.resources.io_managers import LakeIOManager
 from totesys_platform.resources.lake import LakeZone
 from totesys_platform.resources.postgres import PostgresResource
 from totesys_platform.settings import Settings, load_settings
+from totesys_platform.warehouse.assets import WarehouseConfig, build_warehouse_assets
+from totesys_platform.warehouse.checks import build_checks
 
 # Dagster's default multiprocess executor starts a Python process per step (~2 s each here, ~80 s for
 # this graph); the work itself takes seconds, so every run executes in one process. See README.
@@ -55,11 +56,15 @@ def database_resource(settings: Settings, role: str) -> PostgresResource:
 
 def build_resources(settings: Settings) -> dict[str, object]:
     """The same resource keys in every deployment; only locations and credentials differ."""
+    ingestion = LakeZone(url=settings.ingestion_url, zone_name="ingestion")
+    processed = LakeZone(url=settings.processed_url, zone_name="processed")
     return {
         "source_db": database_resource(settings, "source"),
         "warehouse_db": database_resource(settings, "warehouse"),
-        "ingestion_zone": LakeZone(url=settings.ingestion_url, zone_name="ingestion"),
-        "processed_zone": LakeZone(url=settings.processed_url, zone_name="processed"),
+        "ingestion_zone": ingestion,
+        "processed_zone": processed,
+        "raw_io_manager": LakeIOManager(zone=ingestion),
+        "processed_io_manager": LakeIOManager(zone=processed),
         "reports_zone": LakeZone(url=settings.reports_url, zone_name="reports"),
         "warehouse": WarehouseConfig(schema_name=settings.warehouse_schema),
     }

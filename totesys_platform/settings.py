@@ -57,7 +57,24 @@ def validate_zone_url(name: str, url: str, home: Path) -> str:
         return url.rstrip("/")
     if "://" in url:
         raise SettingsError(f"{name}={url!r}: only local paths and s3://bucket/prefix are supported")
-    return str(Path(url).expanduser().resolve())
+    path = Path(url).expanduser().resolve()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise SettingsError(f"{name}={url!r} cannot be a folder: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SettingsError(f"{name}={url!r}: {existing} is not writable by this user, so the zone cannot be made")
+    return str(path)
+
+
+def s3_storage_options(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Delta Lake's S3 options beyond the standard AWS_* variables object_store reads itself: plain HTTP
+    when the endpoint is one (a local S3 API such as moto's or MinIO's)."""
+    env = os.environ if env is None else env
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or ""
+    options = {"AWS_ENDPOINT_URL": endpoint} if endpoint else {}
+    if endpoint.startswith("http://"):
+        options["AWS_ALLOW_HTTP"] = "true"
+    return options
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:

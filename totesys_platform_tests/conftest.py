@@ -107,13 +107,32 @@ def run_graph(settings: Settings, selection: str | list | None = None, instance=
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    """moto's S3/Secrets Manager server on a free loopback port, spoken to over HTTP."""
-    from moto.server import ThreadedMotoServer
+    """moto's S3/Secrets Manager/SNS server in its own process on a free loopback port, spoken to over HTTP.
+
+    Its own process, like a real S3: delta-rs holds the GIL while it waits for some S3 answers, so a
+    server thread inside the test process would never get to answer them."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
 
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)  # noqa: S310 - loopback test server
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError("moto's server did not start") from None
+            time.sleep(0.2)
     saved = {
         k: os.environ.get(k)
         for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
@@ -125,12 +144,33 @@ def moto_endpoint() -> Iterator[str]:
         AWS_ENDPOINT_URL=endpoint,
     )
     yield endpoint
-    server.stop()
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+def lake_table(zone_url: str, name: str):
+    """A processed or raw Delta table of a test's lake, as the IO managers hand it to assets."""
+    from totesys_platform.resources.io_managers import LakeTable
+    from totesys_platform.resources.lake import LakeZone
+
+    return LakeTable(LakeZone(url=zone_url), name)
+
+
+def append_rows(table, frame) -> None:
+    """Commit extra rows to a lake table (tests that need a repeated or broken row in a zone)."""
+    from totesys_platform.resources.lake import Spool
+
+    with Spool() as spool:
+        spool.add(frame)
+        table.zone.append(table.name, spool.reader(), {}, append_only=False)
 
 
 def failure_text(result) -> str:

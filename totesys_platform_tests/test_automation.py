@@ -12,7 +12,7 @@ import pytest
 from totesys_platform.automation import AlertSettings, totesys_failure_email_sensor
 from totesys_platform.cli import LOCAL_INSTANCE_YAML
 from totesys_platform.definitions import build_definitions
-from totesys_platform.reports import REPORTS
+from totesys_platform.reports.views import REPORTS
 from totesys_platform.source.simulator import Simulator
 from totesys_platform_tests.conftest import free_port, make_settings, run_graph
 
@@ -21,8 +21,10 @@ ALL_ASSETS = 33 + len(REPORTS) + 1  # 11 raw, 11 processed, 11 warehouse, the re
 
 def evaluate(defs: dg.Definitions, instance, cursor=None):
     sensor = defs.get_sensor_def("totesys_change_sensor")
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources)
-    return sensor.evaluate_tick(context)
+    with dg.build_sensor_context(
+        instance=instance, cursor=cursor, definitions=defs, resources={"source_db": defs.resources["source_db"]}
+    ) as context:
+        return sensor.evaluate_tick(context)
 
 
 def test_change_sensor_requests_exactly_the_changed_tables_and_downstream(platform):
@@ -153,7 +155,7 @@ def _slow_raw_run(settings, dagster_home: str | None, barrier, results, without_
     """In a process of its own: one run of the raw step, each table's ingestion slowed down a little.
 
     Puts (success, rows ingested, first ingestion start, last ingestion end, pool slots) on `results`."""
-    import totesys_platform.assets.raw as raw_assets
+    import totesys_platform.raw.assets as raw_assets
     from totesys_platform.resources.postgres import PostgresResource
 
     spans: list[float] = []

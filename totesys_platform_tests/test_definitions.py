@@ -12,7 +12,7 @@ import pytest
 
 from totesys_platform.catalog import SOURCE_TABLES, WAREHOUSE_TABLES
 from totesys_platform.definitions import build_definitions
-from totesys_platform.reports import REPORTS
+from totesys_platform.reports.views import REPORTS
 from totesys_platform.settings import load_settings
 from totesys_platform_tests.conftest import REPO, free_port
 

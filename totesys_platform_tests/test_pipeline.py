@@ -7,7 +7,7 @@ from psycopg import sql
 
 from totesys_platform.catalog import WAREHOUSE_TABLES, WAREHOUSE_TABLES_BY_NAME
 from totesys_platform.source.simulator import Simulator
-from totesys_platform_tests.conftest import failure_text, run_graph
+from totesys_platform_tests.conftest import append_rows, failure_text, lake_table, run_graph
 
 # Written from the spec (docs/totesys-model.md section 2) without the platform's code.
 EXPECTED_SQL = {
@@ -129,7 +129,7 @@ def test_a_run_killed_before_the_warehouse_then_rerun_ends_the_same(platform, mo
     with psycopg.connect(platform.source_url) as conn:
         Simulator(conn, seed=3).run(25)
     # A second run dies inside the fact_payment load, after its COPY: that transaction must roll back.
-    import totesys_platform.warehouse as warehouse
+    import totesys_platform.warehouse.load as warehouse
 
     real_copy = warehouse.copy_frame
 
@@ -154,8 +154,8 @@ def test_a_run_killed_before_the_warehouse_then_rerun_ends_the_same(platform, mo
 def test_catalog_checks_pass_on_the_real_sample_and_catch_broken_rows(platform):
     import dagster as dg
 
-    from totesys_platform.checks import build_checks
     from totesys_platform.definitions import build_assets, build_resources
+    from totesys_platform.warehouse.checks import build_checks
 
     result = dg.materialize(
         [*build_assets(platform), *build_checks()],
@@ -165,7 +165,7 @@ def test_catalog_checks_pass_on_the_real_sample_and_catch_broken_rows(platform):
     evaluations = result.get_asset_check_evaluations()
     # raw: schema + keys per table; processed: blocking rules per table + quarantine per fact;
     # warehouse: rules per table + reconciliation per table but dim_date.
-    assert len(evaluations) == 2 * 11 + 11 + 3 + 11 + 10
+    assert len(evaluations) == 4 * 11 + 11 + 3 + 11 + 10
     # The sample's sales prices and quantities are within the spec; every check passes.
     assert all(e.passed for e in evaluations), [(e.check_name, e.description) for e in evaluations if not e.passed]
     with psycopg.connect(platform.warehouse_url) as conn:
@@ -188,17 +188,16 @@ def test_catalog_checks_pass_on_the_real_sample_and_catch_broken_rows(platform):
 def test_a_fact_referencing_a_missing_dimension_row_loads_nothing_with_or_without_superuser(platform, pg_admin_url):
     import datetime as dt
 
-    from totesys_platform.resources.lake import LakeZone
-    from totesys_platform.warehouse import ReferentialIntegrityError, can_defer_fk_triggers, load_table
+    from totesys_platform.warehouse.load import ReferentialIntegrityError, can_defer_fk_triggers, load_table
 
     assert run_graph(platform).success
     table = WAREHOUSE_TABLES_BY_NAME["fact_sales_order"]
-    processed = LakeZone(url=platform.processed_url)
-    row = processed.read(processed.list_keys("fact_sales_order")[:1]).head(1)
+    processed = lake_table(platform.processed_url, "fact_sales_order")
+    row = processed.scan().head(1).collect()
     bad = row.with_columns(
         pl.lit(99999, dtype=pl.Int32).alias("design_id"), pl.lit(dt.time(1, 2, 3)).alias("last_updated_time")
     )
-    processed.write(processed.new_key("fact_sales_order", "badbatch"), [bad])
+    append_rows(processed, bad)
     before = len(warehouse_rows(platform, "fact_sales_order"))
     with psycopg.connect(platform.warehouse_url) as conn:
         assert can_defer_fk_triggers(conn)  # the embedded server's role is a superuser: the set-based path
@@ -224,7 +223,7 @@ def test_a_fact_referencing_a_missing_dimension_row_loads_nothing_with_or_withou
 
 @pytest.mark.slow
 def test_a_warehouse_emptied_by_hand_is_rebuilt_by_the_next_run(platform):
-    from totesys_platform.reports import REPORTS_BY_NAME, read_report
+    from totesys_platform.reports.views import REPORTS_BY_NAME, read_report
 
     assert run_graph(platform).success
     with psycopg.connect(platform.warehouse_url) as conn:
@@ -243,11 +242,10 @@ def test_a_warehouse_emptied_by_hand_is_rebuilt_by_the_next_run(platform):
 def test_a_backfill_copies_into_the_empty_table_and_stages_only_when_it_must(platform, monkeypatch):
     import datetime as dt
 
-    import totesys_platform.warehouse as warehouse
-    from totesys_platform.resources.lake import LakeZone
+    import totesys_platform.warehouse.load as warehouse
 
     assert run_graph(platform, "group:raw or group:processed").success
-    processed = LakeZone(url=platform.processed_url)
+    processed = lake_table(platform.processed_url, "fact_sales_order")
     copied_into: list[str] = []
     real_copy = warehouse.copy_frame
 
@@ -262,16 +260,16 @@ def test_a_backfill_copies_into_the_empty_table_and_stages_only_when_it_must(pla
         conn.commit()
         for table in WAREHOUSE_TABLES:
             if not table.is_fact:
-                warehouse.load_table(conn, processed, table, "public")
+                warehouse.load_table(conn, lake_table(platform.processed_url, table.name), table, "public")
         copied_into.clear()
         first = warehouse.load_table(conn, processed, facts, "public")
         assert set(copied_into) == {'"public"."fact_sales_order"'}  # straight in: no stage
         expected = rows(platform.source_url, EXPECTED_SQL["fact_sales_order"])
         assert first.inserted == len(expected) == len(warehouse_rows(platform, "fact_sales_order"))
 
-        # Files that repeat a version: the straight COPY is undone and the stage keeps one of each.
-        repeated = processed.read(processed.list_keys("fact_sales_order")[:1]).head(10)
-        processed.write(processed.new_key("fact_sales_order", "repeated"), [repeated])
+        # Commits that repeat a version: the straight COPY is undone and the stage keeps one of each.
+        repeated = processed.scan().head(10).collect()
+        append_rows(processed, repeated)
         conn.execute("TRUNCATE fact_sales_order")
         conn.commit()
         copied_into.clear()
@@ -284,7 +282,7 @@ def test_a_backfill_copies_into_the_empty_table_and_stages_only_when_it_must(pla
         bad = repeated.head(1).with_columns(
             pl.lit(99999, dtype=pl.Int32).alias("design_id"), pl.lit(dt.time(1, 2, 3)).alias("last_updated_time")
         )
-        processed.write(processed.new_key("fact_sales_order", "badbatch"), [bad])
+        append_rows(processed, bad)
         conn.execute("TRUNCATE fact_sales_order")
         conn.commit()
         with pytest.raises(warehouse.ReferentialIntegrityError, match=r"design_id \(1 rows, e.g. '99999'"):

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from totesys_platform.catalog import WAREHOUSE_TABLES
-from totesys_platform.reports import REPORTS
+from totesys_platform.reports.views import REPORTS
 from totesys_platform.settings import load_settings
 from totesys_platform_tests.conftest import REPO, make_settings, run_graph
 from totesys_platform_tests.test_pipeline import warehouse_rows
@@ -90,8 +90,10 @@ def test_full_pipeline_on_the_production_profile_matches_the_local_run(aws, tmp_
     for table in WAREHOUSE_TABLES:
         assert warehouse_rows(prod, table.name) == warehouse_rows(local, table.name), table.name
     s3 = boto3.client("s3")
-    assert s3.list_objects_v2(Bucket="tote-ingestion", Prefix="totesys/sales_order/")["KeyCount"] == 1
-    assert s3.list_objects_v2(Bucket="tote-processed", Prefix="star/fact_sales_order/")["KeyCount"] == 1
+    for bucket, prefix in (("tote-ingestion", "totesys/sales_order/"), ("tote-processed", "star/fact_sales_order/")):
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]]
+        assert f"{prefix}_delta_log/00000000000000000000.json" in keys, keys  # one Delta table, one commit
+        assert sum(k.endswith(".parquet") for k in keys) == 1, keys
     with psycopg.connect(aws["instance_db"]) as conn:
         assert conn.execute("SELECT count(*) FROM runs WHERE run_id = %s", (run_id,)).fetchone()[0] == 1
         materialized = conn.execute(

@@ -6,10 +6,10 @@ import polars as pl
 import psycopg
 import pytest
 
-from totesys_platform.checks import build_checks
 from totesys_platform.definitions import build_assets, build_resources
 from totesys_platform.resources.lake import LakeZone
 from totesys_platform.source.simulator import Simulator
+from totesys_platform.warehouse.checks import build_checks
 from totesys_platform_tests.conftest import check_evaluation
 from totesys_platform_tests.test_pipeline import warehouse_rows
 
@@ -48,7 +48,7 @@ def test_bad_rows_are_reported_quarantined_reconciled_and_a_fix_flows_through(pl
     # Good rows reach the warehouse, bad ones do not, and the count identity holds.
     loaded = [r[0] for r in warehouse_rows(platform, "fact_sales_order")]
     raw = LakeZone(url=platform.ingestion_url)
-    raw_ids = raw.read(raw.list_keys("sales_order"), columns=["sales_order_id"])["sales_order_id"].to_list()
+    raw_ids = raw.scan("sales_order").select("sales_order_id").collect()["sales_order_id"].to_list()
     assert set(good) <= set(loaded)
     for bad in (bad_date, negative):  # every version of the order but the broken one
         assert loaded.count(bad) == raw_ids.count(bad) - 1
@@ -58,10 +58,10 @@ def test_bad_rows_are_reported_quarantined_reconciled_and_a_fix_flows_through(pl
     assert reconciled.passed, reconciled.description
     meta = {k: v.value for k, v in reconciled.metadata.items()}
     assert meta["quarantined"] == 2 and meta["raw"] == meta["warehouse"] + meta["quarantined"]
-    assert raw.row_count(raw.list_keys("sales_order")) == len(warehouse_rows(platform, "fact_sales_order")) + 2
+    assert raw.row_count("sales_order") == len(warehouse_rows(platform, "fact_sales_order")) + 2
     # The quarantine dataset holds the raw rows with their rule and a readable reason.
     processed = LakeZone(url=platform.processed_url)
-    quarantined = processed.read(processed.list_keys("quarantine/fact_sales_order"))
+    quarantined = processed.scan("quarantine/fact_sales_order").collect()
     assert sorted(quarantined["source_id"].to_list()) == sorted({bad_date, negative})
     assert set(quarantined["rule"]) == {"malformed_date", "out_of_range"}
     assert quarantined.filter(pl.col("rule") == "malformed_date")["reason"].str.contains("2024-13-45").all()
@@ -89,7 +89,7 @@ def test_a_batch_breaking_a_blocking_rule_never_reaches_the_warehouse(platform):
     assert "JPY" in rules.metadata["rules"].value
     assert ("JPY",) not in [(r[1],) for r in warehouse_rows(platform, "dim_currency")]
     processed = LakeZone(url=platform.processed_url)
-    assert "JPY" not in processed.read(processed.list_keys("dim_currency"))["currency_code"].to_list()
+    assert "JPY" not in processed.scan("dim_currency").collect()["currency_code"].to_list()
     # Fixed at the source: the next run goes through.
     with psycopg.connect(platform.source_url) as conn:
         conn.execute("UPDATE currency SET currency_code = 'GBP', last_updated = now() WHERE currency_id = 1")

@@ -7,7 +7,7 @@ import psycopg
 import pytest
 
 from totesys_platform.catalog import SOURCE_TABLES, SOURCE_TABLES_BY_NAME
-from totesys_platform.ingest import SchemaDriftError, ingest_table
+from totesys_platform.raw.extract import SchemaDriftError, ingest_table
 from totesys_platform.resources.lake import LakeZone
 from totesys_platform.source.simulator import Simulator
 from totesys_platform_tests.conftest import check_evaluation, failure_text, run_graph
@@ -24,7 +24,18 @@ def source_frame(url: str, table: str) -> pl.DataFrame:
 
 
 def zone_frame(zone: LakeZone, table: str) -> pl.DataFrame:
-    return zone.read(zone.list_keys(table))
+    return zone.scan(table).collect()
+
+
+def commits(zone: LakeZone, table: str) -> int:
+    """How many commits the table has (0: never written)."""
+    version = zone.version(table)
+    return 0 if version is None else version + 1
+
+
+def last_commit(zone: LakeZone, table: str) -> pl.DataFrame:
+    """The rows the newest commit added."""
+    return pl.concat(zone.changes(table, zone.version(table) - 1)).drop("_commit_version")
 
 
 def test_first_materialisation_equals_the_source_exactly(platform):
@@ -44,28 +55,27 @@ def test_first_materialisation_equals_the_source_exactly(platform):
 def test_incremental_runs_take_exactly_the_new_versions_then_nothing(platform):
     run_graph(platform, RAW)
     zone = LakeZone(url=platform.ingestion_url)
-    before = {t.name: len(zone.list_keys(t.name)) for t in SOURCE_TABLES}
+    before = {t.name: commits(zone, t.name) for t in SOURCE_TABLES}
     with psycopg.connect(platform.source_url) as conn:
         mark = conn.execute("SELECT max(last_updated) FROM payment").fetchone()[0]
         Simulator(conn, seed=11).run(40)
     run_graph(platform, RAW)
     for table in SOURCE_TABLES:
-        keys = zone.list_keys(table.name)
         source = source_frame(platform.source_url, table.name)
         new_versions = source.filter(pl.col("last_updated") > mark)
         if new_versions.height:
-            assert len(keys) == before[table.name] + 1, table.name
-            batch = zone.read(keys[-1:])
+            assert commits(zone, table.name) == before[table.name] + 1, table.name  # one commit per run
+            batch = last_commit(zone, table.name)
             assert batch.sort(table.primary_key).equals(new_versions.sort(table.primary_key)), table.name
         else:
-            assert len(keys) == before[table.name], table.name
+            assert commits(zone, table.name) == before[table.name], table.name
         # Every version currently at the source is in the zone exactly once.
         everything = zone_frame(zone, table.name)
         assert everything.select(table.primary_key, "last_updated").is_duplicated().sum() == 0
         assert source.join(everything, on=[table.primary_key, "last_updated"], how="anti").height == 0
-    files = {t.name: len(zone.list_keys(t.name)) for t in SOURCE_TABLES}
+    files = {t.name: commits(zone, t.name) for t in SOURCE_TABLES}
     third = run_graph(platform, RAW)
-    assert {t.name: len(zone.list_keys(t.name)) for t in SOURCE_TABLES} == files
+    assert {t.name: commits(zone, t.name) for t in SOURCE_TABLES} == files
     assert all(
         e.event_specific_data.materialization.metadata["dagster/row_count"].value == 0
         for e in third.get_asset_materialization_events()
@@ -102,13 +112,13 @@ def test_source_down_fails_clearly_writes_nothing_and_the_next_run_recovers(plat
         (tmp_path / "lake" / "ingestion").rglob("*.parquet")
     )
     recovered = run_graph(platform, RAW)
-    assert recovered.success and LakeZone(url=platform.ingestion_url).list_keys("payment")
+    assert recovered.success and commits(LakeZone(url=platform.ingestion_url), "payment") == 1
 
 
 def test_new_columns_are_kept_and_reported_and_dropped_ones_fail_clearly(platform):
     first = run_graph(platform, RAW)
     assert all(e.passed for e in first.get_asset_check_evaluations())
-    assert len(first.get_asset_check_evaluations()) == 22  # two checks per raw table
+    assert len(first.get_asset_check_evaluations()) == 44  # four checks per raw table
     with psycopg.connect(platform.source_url) as conn:
         Simulator(conn).inject_new_column("design", "colour")
         conn.execute("UPDATE design SET last_updated = now() WHERE design_id = 8")
@@ -123,32 +133,32 @@ def test_new_columns_are_kept_and_reported_and_dropped_ones_fail_clearly(platfor
     assert not drift.passed and drift.severity == dg.AssetCheckSeverity.WARN
     assert "new column colour (kept as text)" in drift.description
     batch = LakeZone(url=platform.ingestion_url)
-    latest = batch.read(batch.list_keys("design")[-1:])
+    latest = last_commit(batch, "design")
     assert latest["colour"].to_list() == ["unknown"]
     # A dropped column: an error on that table's check, nothing ingested for it, the other tables go on.
     with psycopg.connect(platform.source_url) as conn:
         Simulator(conn).drop_column("staff", "email_address")
         conn.execute("UPDATE payment SET last_updated = now() WHERE payment_id = 2")
-    staff_batches = batch.list_keys("staff")
+    staff_batches = commits(batch, "staff")
     dropped = run_graph(platform, RAW)
     drift = check_evaluation(dropped, "raw/staff", "columns_match_the_catalog")
     assert not drift.passed and drift.severity == dg.AssetCheckSeverity.ERROR
     assert "missing column email_address" in drift.description and "staff" in drift.description
     materialized = {e.asset_key.to_user_string() for e in dropped.get_asset_materialization_events()}
     assert "raw/payment" in materialized and "raw/staff" not in materialized
-    assert batch.list_keys("staff") == staff_batches
+    assert commits(batch, "staff") == staff_batches
     # Fixed at the source: the next run ingests the table again, nothing lost.
     with psycopg.connect(platform.source_url) as conn:
         conn.execute("ALTER TABLE staff ADD COLUMN email_address text NOT NULL DEFAULT 'back@terrifictotes.com'")
         conn.execute("UPDATE staff SET last_updated = now() WHERE staff_id = 3")
     recovered = run_graph(platform, RAW)
     assert check_evaluation(recovered, "raw/staff", "columns_match_the_catalog").passed
-    assert batch.read(batch.list_keys("staff")[-1:])["staff_id"].to_list() == [3]
+    assert last_commit(batch, "staff")["staff_id"].to_list() == [3]
 
 
 def test_only_catalog_tables_are_read(platform, monkeypatch):
     queried = []
-    import totesys_platform.ingest as ingest
+    import totesys_platform.raw.extract as ingest
 
     original = ingest.select_sql
     monkeypatch.setattr(
@@ -159,24 +169,26 @@ def test_only_catalog_tables_are_read(platform, monkeypatch):
     assert "_prisma_migrations" not in queried
 
 
-def test_chunked_extraction_writes_one_batch_with_every_row(platform, tmp_path):
-    zone = LakeZone(url=str(tmp_path / "chunks"))
-    from totesys_platform.assets.raw import source_snapshot
+def test_chunked_extraction_spools_every_row_in_bounded_chunks(platform, tmp_path):
+    import pyarrow.parquet as pq
+
+    from totesys_platform.raw.assets import source_snapshot
+    from totesys_platform.raw.extract import source_clock
     from totesys_platform.resources.postgres import PostgresResource
 
+    zone = LakeZone(url=str(tmp_path / "chunks"))
     with source_snapshot(PostgresResource(url=platform.source_url)) as cursor:
         result = ingest_table(
             cursor,
             zone,
             SOURCE_TABLES_BY_NAME["sales_order"],
-            run_id="chunktest",
+            source_now=source_clock(cursor),
             lookback=dt.timedelta(minutes=15),
             chunk_rows=1000,
         )
     assert result.rows == 11175
-    import pyarrow.parquet as pq
-
-    assert pq.ParquetFile(f"{zone.url}/{result.key}").num_row_groups >= 11
+    assert pq.ParquetFile(result.spool.reader() and result.spool.path).num_row_groups >= 11
+    result.spool.close()
     with pytest.raises(SchemaDriftError):
         from totesys_platform.catalog import TEXT, SourceColumn, SourceTable
 
@@ -187,4 +199,66 @@ def test_chunked_extraction_writes_one_batch_with_every_row(platform, tmp_path):
             "x",
         )
         with source_snapshot(PostgresResource(url=platform.source_url)) as cursor:
-            ingest_table(cursor, zone, ghost, run_id="ghost", lookback=dt.timedelta(0), chunk_rows=10)
+            ingest_table(cursor, zone, ghost, source_now=source_clock(cursor), lookback=dt.timedelta(0), chunk_rows=10)
+
+
+def test_ingestion_tables_are_append_only_delta_tables_whose_files_never_change(platform):
+    from deltalake import DeltaTable
+
+    zone_root = Path(platform.ingestion_url)
+
+    def objects() -> dict[str, tuple[int, int]]:
+        return {
+            str(p.relative_to(zone_root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in zone_root.rglob("*")
+            if p.is_file()
+        }
+
+    run_graph(platform, RAW)
+    before = objects()
+    for seed in range(12):  # enough commits on the busy tables to pass a checkpoint
+        with psycopg.connect(platform.source_url) as conn:
+            Simulator(conn, seed=seed).run(10)
+        run_graph(platform, RAW)
+    after = objects()
+    changed = {k for k in before if k in after and before[k] != after[k]}
+    assert changed <= {f"{t.name}/_delta_log/_last_checkpoint" for t in SOURCE_TABLES}
+    assert before.keys() <= after.keys()  # nothing deleted
+    payment = DeltaTable(str(zone_root / "payment"))
+    config = payment.metadata().configuration
+    assert config["delta.appendOnly"] == "true" and config["delta.enableExpiredLogCleanup"] == "false"
+    history = payment.history()
+    assert all(h["operation"] == "WRITE" and h["operationParameters"]["mode"] == "Append" for h in history)
+    assert all("watermark" in h and "run_id" in h for h in history)
+    with pytest.raises(Exception, match="append-only"):
+        payment.delete("payment_id = 1")
+
+
+def test_a_row_stamped_ahead_of_the_source_clock_hides_no_later_change(platform):
+    run_graph(platform)
+    with psycopg.connect(platform.source_url) as conn:
+        # An application server two hours fast writes one correction...
+        conn.execute(
+            "UPDATE sales_order SET units_sold = 1111, last_updated = localtimestamp + interval '2 hours'"
+            " WHERE sales_order_id = 5"
+        )
+    first = run_graph(platform)
+    from totesys_platform_tests.test_pipeline import assert_warehouse_matches_source, warehouse_rows
+
+    seen = {t: warehouse_rows(platform, t) for t in ("fact_sales_order", "fact_purchase_order", "fact_payment")}
+    clock = check_evaluation(first, "raw/sales_order", "rows_are_not_stamped_ahead_of_the_source_clock")
+    assert not clock.passed and clock.severity == dg.AssetCheckSeverity.WARN
+    assert clock.metadata["rows_ahead"].value == 1 and clock.metadata["max_seconds_ahead"].value > 7000
+    with psycopg.connect(platform.source_url) as conn:
+        # ...then correctly stamped changes on the same row and on others, committed afterwards.
+        conn.execute("UPDATE sales_order SET units_sold = 2222, last_updated = localtimestamp WHERE sales_order_id = 5")
+        conn.execute("UPDATE sales_order SET units_sold = 3333, last_updated = localtimestamp WHERE sales_order_id = 6")
+        Simulator(conn, seed=5).run(20)
+    run_graph(platform)
+    run_graph(platform)
+    zone = LakeZone(url=platform.ingestion_url)
+    versions = zone_frame(zone, "sales_order").filter(pl.col("sales_order_id").is_in([5, 6]))
+    assert {1111, 2222, 3333} <= set(versions["units_sold"].to_list())
+    assert versions.select("sales_order_id", "last_updated").is_duplicated().sum() == 0
+    # Every version reached the warehouse exactly once: the history seen before plus every current version.
+    assert_warehouse_matches_source(platform, seen)

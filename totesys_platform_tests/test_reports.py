@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from totesys_platform.reports import REPORTS_BY_NAME, read_report
+from totesys_platform.reports.views import REPORTS_BY_NAME, read_report
 from totesys_platform.source.simulator import Simulator
 from totesys_platform_tests.conftest import run_graph
 

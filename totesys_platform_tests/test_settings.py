@@ -71,3 +71,10 @@ def test_a_url_from_the_environment_resolves_outside_a_run_and_shows_as_its_name
     settings = load_settings({"TOTESYS_HOME": str(tmp_path), "TOTESYS_SOURCE_URL": url})
     assert database_resource(settings, "source").resolved_url() == url
     assert "hunter2" not in repr(build_resources(settings)["source_db"].url)
+
+
+def test_a_zone_url_that_cannot_be_a_folder_is_named_at_start_up(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(SettingsError, match=r"TOTESYS_PROCESSED_URL=.*cannot be a folder: .*a-file is a file"):
+        load_settings({"TOTESYS_HOME": str(tmp_path), "TOTESYS_PROCESSED_URL": str(blocker / "processed")})

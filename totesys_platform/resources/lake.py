@@ -1,55 +1,150 @@
-"""A lake zone (ingestion or processed): a local folder or s3://bucket/prefix, through fsspec.
+"""A lake zone (ingestion or processed): Delta Lake tables under a local folder or s3://bucket/prefix.
 
-Files are immutable: every write goes to a new time-ordered key
-`<dataset>/YYYY/MM/DD/<YYYYmmddTHHMMSSffffff>Z-<run>.parquet` and is refused if the key exists. A file
-appears whole or not at all (a local temp file renamed into place; one S3 PUT), so a killed run never
-leaves a half-written batch behind. Keys sort in write order, which is what the incremental readers use.
+Delta Lake (delta-rs, no Spark, no server) is the table format: every write is one atomic commit in the
+table's `_delta_log`, so a killed run leaves nothing half-done (files it wrote but did not commit are
+invisible), and the log says what is new. Readers therefore never list or open the lake's history:
+- what a stage has consumed is a table version, recorded in its own commit's metadata;
+- what is new is read with the change data feed (`load_cdf`) from the next version on: only the files
+  added by those commits are opened;
+- row counts come from the log's `num_records`, not from the files.
+Loading a table reads its last checkpoint and the commits after it; a checkpoint every
+CHECKPOINT_INTERVAL commits keeps that bounded whatever the table's age.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import tempfile
-import uuid
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 import dagster as dg
 import fsspec
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import DeltaError, TableNotFoundError
 
-METADATA_KEY = b"totesys"
+from totesys_platform.settings import s3_storage_options
+
+# A checkpoint every 10 commits: a table load reads the checkpoint plus at most 9 commit files, so the
+# per-run cost saws up and down by at most that much, whatever the number of commits before it.
+CHECKPOINT_INTERVAL = 10
+TABLE_CONFIGURATION = {
+    "delta.enableChangeDataFeed": "true",
+    "delta.checkpointInterval": str(CHECKPOINT_INTERVAL),
+}
+# The ingestion zone and the facts only ever grow: Delta refuses any delete or overwrite on them, and the
+# log is kept whole (no expired-log clean-up), so a bucket policy can deny every delete.
+APPEND_ONLY_CONFIGURATION = {"delta.appendOnly": "true", "delta.enableExpiredLogCleanup": "false"}
+CONSUMED_KEY = "totesys.consumed"  # commit metadata: {input table: last version consumed}
 
 
 class ZoneUnavailableError(RuntimeError):
-    """The zone's bucket or folder is missing or unreachable."""
+    """The zone's bucket or folder is missing, unreachable or not writable."""
+
+
+class OldLayoutError(RuntimeError):
+    """The zone holds a table folder of the previous (plain Parquet batches) layout."""
+
+
+class ZoneDataError(RuntimeError):
+    """A table's log or data cannot be read: a corrupt or foreign object, not a passing fault."""
+
+
+@dataclass
+class Commit:
+    """What one write did: the new table version (None when there was nothing to write) and its rows."""
+
+    version: int | None
+    rows: int
+
+
+def delta_safe(frame: pl.DataFrame) -> pl.DataFrame:
+    """Delta Lake has no time type: times are stored as microseconds since midnight (Int64)."""
+    times = [name for name, dtype in frame.schema.items() if dtype == pl.Time]
+    return frame.with_columns(pl.col(times).cast(pl.Int64) // 1000) if times else frame
+
+
+def restore_types(frame: pl.DataFrame | pl.LazyFrame, schema: pl.Schema) -> pl.DataFrame | pl.LazyFrame:
+    """Undo delta_safe for the columns the catalog types as time."""
+    present = frame.collect_schema()
+    times = [name for name, dtype in schema.items() if dtype == pl.Time and present.get(name) == pl.Int64]
+    return frame.with_columns((pl.col(times) * 1000).cast(pl.Time)) if times else frame
+
+
+class Spool:
+    """Chunks written to a local Parquet file one at a time, then read back as one Arrow stream.
+
+    A table is committed only after every chunk has been produced and checked (a rejected batch writes
+    nothing) and with metadata that describes them (the watermark); memory stays one chunk."""
+
+    def __init__(self) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="totesys-spool-")
+        self.path = os.path.join(self._dir.name, "spool.parquet")
+        self._writer: pq.ParquetWriter | None = None
+        self.rows = 0
+
+    def add(self, frame: pl.DataFrame) -> None:
+        table = delta_safe(frame).to_arrow()
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
+        if frame.height:
+            self._writer.write_table(table.cast(self._writer.schema))
+            self.rows += frame.height
+
+    def reader(self) -> pa.RecordBatchReader | None:
+        if self._writer is None or not self.rows:
+            return None
+        self._writer.close()
+        handle = pq.ParquetFile(self.path)
+        return pa.RecordBatchReader.from_batches(handle.schema_arrow, handle.iter_batches(batch_size=250_000))
+
+    def close(self) -> None:
+        self._dir.cleanup()
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class LakeZone(dg.ConfigurableResource):
-    """One zone of the lake; `url` is a local folder or s3://bucket[/prefix]."""
+    """One zone of the lake; `url` is a local folder or s3://bucket[/prefix]; one Delta table per name."""
 
     url: str
     zone_name: str = "lake"
-
-    def _fs(self) -> tuple[fsspec.AbstractFileSystem, str]:
-        fs, root = fsspec.core.url_to_fs(self.url)
-        return fs, root.rstrip("/")
 
     @property
     def is_local(self) -> bool:
         return "://" not in self.url
 
-    def uri(self, key: str) -> str:
-        return f"{self.url.rstrip('/')}/{key}"
+    def uri(self, name: str) -> str:
+        return f"{self.url.rstrip('/')}/{name}"
+
+    @property
+    def storage_options(self) -> dict[str, str]:
+        return {} if self.is_local else s3_storage_options()
+
+    def _fs(self) -> tuple[fsspec.AbstractFileSystem, str]:
+        fs, root = fsspec.core.url_to_fs(self.url)
+        return fs, root.rstrip("/")
 
     def check_reachable(self) -> None:
-        """Fail with a clear message if the bucket (or the local parent folder) is missing."""
+        """Fail with a clear message if the bucket is missing, or the local folder cannot be made or written."""
         fs, root = self._fs()
         if self.is_local:
-            os.makedirs(root, exist_ok=True)
+            try:
+                os.makedirs(root, exist_ok=True)
+                with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):
+                    pass
+            except OSError as err:
+                raise ZoneUnavailableError(
+                    f"{self.zone_name} zone {self.url}: not a writable folder ({err.strerror}: {err.filename})"
+                ) from None
             return
         bucket = root.split("/", 1)[0]
         try:
@@ -62,167 +157,214 @@ class LakeZone(dg.ConfigurableResource):
         if not present:
             raise ZoneUnavailableError(f"{self.zone_name} zone {self.url}: bucket {bucket!r} does not exist")
 
-    @staticmethod
-    def new_key(dataset: str, run_id: str, now: dt.datetime | None = None) -> str:
-        now = now or dt.datetime.now(dt.UTC)
-        return f"{dataset}/{now:%Y/%m/%d}/{now:%Y%m%dT%H%M%S%f}Z-{run_id[:8]}.parquet"
-
-    # --- writing ----------------------------------------------------------------------------
-
-    def write(
-        self,
-        key: str,
-        chunks: Iterable[pl.DataFrame],
-        metadata=None,
-        *,
-        exist_ok: bool = False,
-        before_publish: Callable[[], None] | None = None,
-    ) -> int:
-        """Write the chunks as one Parquet file at key (row group per chunk); returns rows written.
-
-        `metadata` may be a dict or a callable returning one after the chunks are consumed (so it
-        can describe what was written). Nothing is written for zero rows, except with an explicit
-        empty frame as the only chunk (a marker that inputs were consumed). With exist_ok, an
-        existing file at key (written by an interrupted run under a deterministic key) is kept.
-        `before_publish` runs after every chunk is written and before the file appears.
-        """
-        fs, root = self._fs()
-        target = f"{root}/{key}"
-        if fs.exists(target):
-            if exist_ok:
-                return 0
-            raise FileExistsError(f"{self.zone_name} zone is immutable: {self.uri(key)} already exists")
-        rows, writer, wrote_any = 0, None, False
-        with tempfile.TemporaryDirectory(prefix="totesys-") as tmp:
-            local = os.path.join(tmp, "batch.parquet")
-            for chunk in chunks:
-                table = chunk.to_arrow()
-                if writer is None:
-                    writer = pq.ParquetWriter(local, table.schema, compression="zstd")
-                if chunk.height or not wrote_any:
-                    writer.write_table(table)
-                    wrote_any = True
-                rows += chunk.height
-            if writer is None:
-                return 0
-            described = metadata() if callable(metadata) else (metadata or {})
-            writer.add_key_value_metadata({METADATA_KEY: json.dumps({**described, "rows": rows}).encode()})
-            writer.close()
-            if before_publish is not None:
-                before_publish()
-            self._publish(local, target)
-        return rows
-
-    def write_document(self, key: str, data: bytes) -> str:
-        """A document that is replaced on each refresh (the dashboard), written whole; returns its URI."""
-        fs, root = self._fs()
-        with tempfile.TemporaryDirectory(prefix="totesys-") as tmp:
-            local = os.path.join(tmp, "document")
-            with open(local, "wb") as handle:
-                handle.write(data)
-            self._publish(local, f"{root}/{key}")
-        return self.uri(key)
-
-    def _publish(self, local: str, target: str) -> None:
-        fs, _ = self._fs()
-        if self.is_local:
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            staging = f"{os.path.dirname(target)}/.{uuid.uuid4().hex}.tmp"
-            os.replace(local, staging) if _same_device(local, staging) else fs.put_file(local, staging)
-            os.replace(staging, target)
-        else:
-            fs.put_file(local, target)
-            fs.invalidate_cache()
-
-    # --- listing ------------------------------------------------------------------------------
-
-    def _children(self, path: str) -> list[str]:
-        fs, _ = self._fs()
-        try:
-            return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
-        except FileNotFoundError:
-            return []
-
-    def list_keys(self, dataset: str, after: str | None = None) -> list[str]:
-        """Keys of the dataset's files in write order, only those after `after` when given."""
-        fs, root = self._fs()
-        fs.invalidate_cache()
-        floor = after.split("/")[-4:-1] if after else None
-        found: list[str] = []
-        for year in self._children(f"{root}/{dataset}"):
-            if floor and year < floor[0]:
-                continue
-            for month in self._children(f"{root}/{dataset}/{year}"):
-                if floor and (year, month) < tuple(floor[:2]):
-                    continue
-                for day in self._children(f"{root}/{dataset}/{year}/{month}"):
-                    if floor and (year, month, day) < tuple(floor):
-                        continue
-                    prefix = f"{dataset}/{year}/{month}/{day}"
-                    found += [
-                        f"{prefix}/{name}"
-                        for name in self._children(f"{root}/{prefix}")
-                        if name.endswith(".parquet") and not name.startswith(".")
-                    ]
-        return [k for k in found if after is None or k.rsplit("/", 1)[-1] > after.rsplit("/", 1)[-1]]
-
-    def keys_newest_first(self, dataset: str) -> Iterator[str]:
-        """Keys from the newest back, listing one day folder at a time (cheap for recent work)."""
-        fs, root = self._fs()
-        fs.invalidate_cache()
-        for year in reversed(self._children(f"{root}/{dataset}")):
-            for month in reversed(self._children(f"{root}/{dataset}/{year}")):
-                for day in reversed(self._children(f"{root}/{dataset}/{year}/{month}")):
-                    prefix = f"{dataset}/{year}/{month}/{day}"
-                    names = self._children(f"{root}/{prefix}")
-                    for name in reversed(names):
-                        if name.endswith(".parquet") and not name.startswith("."):
-                            yield f"{prefix}/{name}"
-
-    def latest_key(self, dataset: str) -> str | None:
-        return next(self.keys_newest_first(dataset), None)
-
     # --- reading ------------------------------------------------------------------------------
 
-    def read_metadata(self, key: str) -> dict:
-        fs, root = self._fs()
-        with fs.open(f"{root}/{key}", "rb") as handle:
-            kv = pq.read_metadata(handle).metadata or {}
-        return json.loads(kv.get(METADATA_KEY, b"{}"))
-
-    def row_count(self, keys: list[str]) -> int:
-        """Rows in the files, from their Parquet footers (no data read)."""
-        fs, root = self._fs()
-        total = 0
-        for key in keys:
-            with fs.open(f"{root}/{key}", "rb") as handle:
-                total += pq.read_metadata(handle).num_rows
-        return total
-
-    def iter_batches(
-        self, keys: list[str], columns: list[str] | None = None, batch_rows: int = 250_000
-    ) -> Iterator[pl.DataFrame]:
-        """The files' rows in key order, a bounded batch at a time (memory does not grow with the files)."""
-        fs, root = self._fs()
-        for key in keys:
-            with fs.open(f"{root}/{key}", "rb") as handle:
-                for batch in pq.ParquetFile(handle).iter_batches(batch_size=batch_rows, columns=columns):
-                    yield pl.from_arrow(batch)  # type: ignore[misc]
-
-    def read(self, keys: list[str], columns: list[str] | None = None) -> pl.DataFrame | None:
-        """The files' rows concatenated in key order (None when there are no keys)."""
-        if not keys:
+    def table(self, name: str) -> DeltaTable | None:
+        """The Delta table `name`, or None if it has never been written."""
+        try:
+            return DeltaTable(self.uri(name), storage_options=self.storage_options)
+        except TableNotFoundError:
+            self._refuse_old_layout(name)
             return None
+        except (DeltaError, OSError) as err:
+            raise self.data_error(name, err) from err
+
+    def data_error(self, name: str, err: Exception) -> ZoneDataError:
+        return ZoneDataError(
+            f"{self.zone_name} zone, table {name} ({self.uri(name)}): cannot read its Delta log or data: "
+            f"{str(err).strip()[:500]}. An object in the table's folder is corrupt or was put there by another "
+            "tool; move it aside (the log lists every file that belongs to the table) and re-run: nothing "
+            "committed is lost."
+        )
+
+    def _refuse_old_layout(self, name: str) -> None:
         fs, root = self._fs()
-        tables: list[pa.Table] = []
-        for key in keys:
-            with fs.open(f"{root}/{key}", "rb") as handle:
-                tables.append(pq.read_table(handle, columns=columns))
-        return pl.from_arrow(pa.concat_tables(tables, promote_options="default"))  # type: ignore[return-value]
+        try:
+            children = fs.ls(f"{root}/{name}", detail=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        if children:
+            raise OldLayoutError(
+                f"{self.zone_name} zone {self.uri(name)} holds files but no Delta log: it was written by the "
+                "previous layout (plain Parquet batches). Move the zone aside and run a fresh backfill, or "
+                "convert it as the README says ('Existing lakes'); it is never read as something else."
+            )
+
+    def version(self, name: str) -> int | None:
+        table = self.table(name)
+        return table.version() if table is not None else None
+
+    def commit_metadata(self, table: DeltaTable) -> dict:
+        """The newest commit's custom metadata (what the writer recorded with its data)."""
+        history = table.history(1)
+        return history[0] if history else {}
+
+    def consumed(self, name: str) -> dict[str, int]:
+        """{input table: last version consumed} recorded by the newest commit of `name`."""
+        table = self.table(name)
+        if table is None:
+            return {}
+        return json.loads(self.commit_metadata(table).get(CONSUMED_KEY, "{}"))
+
+    def changes(
+        self, name: str, after: int | None, columns: list[str] | None = None, kinds=("insert", "update_postimage")
+    ) -> Iterator[pl.DataFrame]:
+        """Rows that commits after version `after` inserted or updated (all commits when None), a bounded
+        batch at a time, with their `_commit_version`; only the files those commits added are read."""
+        table = self.table(name)
+        start = 0 if after is None else after + 1
+        if table is None or table.version() < start:
+            return
+        wanted = None if columns is None else [*columns, "_change_type", "_commit_version"]
+        try:
+            reader = pa.RecordBatchReader.from_stream(table.load_cdf(starting_version=start, columns=wanted))
+            for batch in reader:
+                frame = pl.from_arrow(batch)
+                frame = frame.filter(pl.col("_change_type").is_in(list(kinds)))  # type: ignore[union-attr]
+                if frame.height:
+                    yield frame.drop("_change_type", "_commit_timestamp", strict=False)  # type: ignore[union-attr]
+        except (DeltaError, OSError) as err:
+            raise self.data_error(name, err) from err
+
+    def snapshot(self, name: str, version: int, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
+        """The table's rows as of `version`, a bounded batch at a time."""
+        try:
+            table = DeltaTable(self.uri(name), version=version, storage_options=self.storage_options)
+            for batch in table.to_pyarrow_dataset().to_batches(columns=columns, batch_size=250_000):
+                if batch.num_rows:
+                    yield pl.from_arrow(batch)  # type: ignore[misc]
+        except (DeltaError, OSError) as err:
+            raise self.data_error(name, err) from err
+
+    def scan(self, name: str, schema: pl.Schema | None = None) -> pl.LazyFrame | None:
+        """The table's current rows, lazily (filters prune files by their statistics)."""
+        table = self.table(name)
+        if table is None:
+            return None
+        frame = pl.scan_delta(table)
+        return restore_types(frame, schema) if schema is not None else frame  # type: ignore[return-value]
+
+    def row_count(self, name: str) -> int:
+        """Rows in the table's current version, from the log's per-file statistics (no data read)."""
+        table = self.table(name)
+        if table is None:
+            return 0
+        actions = pa.table(table.get_add_actions(flatten=True))
+        return int(pa.compute.sum(actions["num_records"]).as_py() or 0) if actions.num_rows else 0
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def _commit_properties(self, metadata: dict) -> CommitProperties:
+        return CommitProperties(
+            custom_metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+        )
+
+    def append(
+        self,
+        name: str,
+        data: pa.RecordBatchReader | None,
+        metadata: dict,
+        *,
+        append_only: bool,
+        empty_commit: bool = False,
+        empty_schema: pl.DataFrame | None = None,
+    ) -> Commit:
+        """Append the stream as one commit carrying `metadata`. No rows: no commit, unless `empty_commit`
+        (a commit that only records what was consumed; `empty_schema` creates the table if need be)."""
+        if data is None and not empty_commit:
+            return Commit(None, 0)
+        table = self.table(name)
+        if data is None:
+            if table is not None:
+                schema = pa.schema(table.schema().to_arrow())
+            elif empty_schema is not None:
+                schema = delta_safe(empty_schema).to_arrow().schema
+            else:
+                return Commit(None, 0)
+            data = pa.RecordBatchReader.from_batches(schema, iter([]))
+        counted = _Counting(data)
+        configuration = {**TABLE_CONFIGURATION, **(APPEND_ONLY_CONFIGURATION if append_only else {})}
+        try:
+            write_deltalake(
+                table if table is not None else self.uri(name),
+                counted.reader(),
+                mode="append",
+                schema_mode="merge",  # a column new at the source is kept (as text)
+                configuration=configuration if table is None else None,
+                storage_options=self.storage_options if table is None else None,
+                commit_properties=self._commit_properties(metadata),
+            )
+        except OSError as err:
+            raise ZoneUnavailableError(f"{self.zone_name} zone {self.uri(name)}: cannot write: {err}") from err
+        return Commit(self.version(name), counted.rows)
+
+    def merge(self, name: str, frame: pl.DataFrame, key: str, metadata: dict) -> Commit:
+        """Upsert `frame` on `key` (insert new keys, update changed rows) in one commit carrying `metadata`."""
+        data = delta_safe(frame).to_arrow()
+        table = self.table(name)
+        if table is None:
+            write_deltalake(
+                self.uri(name),
+                data,
+                mode="append",
+                configuration=TABLE_CONFIGURATION,
+                storage_options=self.storage_options,
+                commit_properties=self._commit_properties(metadata),
+            )
+            return Commit(self.version(name), frame.height)
+        changed = " OR ".join(f"(t.{c} IS DISTINCT FROM s.{c})" for c in frame.columns if c != key) or None
+        (
+            table.merge(
+                data,
+                predicate=f"t.{key} = s.{key}",
+                source_alias="s",
+                target_alias="t",
+                commit_properties=self._commit_properties(metadata),
+            )
+            .when_matched_update_all(predicate=changed)
+            .when_not_matched_insert_all()
+            .execute()
+        )
+        return Commit(table.version(), frame.height)
+
+    def write_document(self, key: str, data: bytes) -> str:
+        """A document replaced on each refresh (the dashboard), written whole; returns its URI."""
+        fs, root = self._fs()
+        target = f"{root}/{key}"
+        if self.is_local:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=os.path.dirname(target), delete=False) as handle:
+                handle.write(data)
+            os.replace(handle.name, target)
+        else:
+            fs.pipe_file(target, data)
+        return f"{self.url.rstrip('/')}/{key}"
 
 
-def _same_device(a: str, b: str) -> bool:
+class _Counting:
+    """Counts the rows of an Arrow stream as the writer consumes it."""
+
+    def __init__(self, data: pa.RecordBatchReader) -> None:
+        self.data, self.rows = data, 0
+
+    def reader(self) -> pa.RecordBatchReader:
+        def batches() -> Iterator[pa.RecordBatch]:
+            for batch in self.data:
+                self.rows += batch.num_rows
+                yield batch
+
+        return pa.RecordBatchReader.from_batches(self.data.schema, batches())
+
+
+def spooled(frames: Iterable[pl.DataFrame], on_chunk: Callable[[pl.DataFrame], None] | None = None) -> Spool:
+    """Spool the frames (each checked by `on_chunk` first); the caller closes the spool."""
+    spool = Spool()
     try:
-        return os.stat(os.path.dirname(a)).st_dev == os.stat(os.path.dirname(b)).st_dev
-    except OSError:
-        return False
+        for frame in frames:
+            if on_chunk is not None:
+                on_chunk(frame)
+            spool.add(frame)
+    except BaseException:
+        spool.close()
+        raise
+    return spool

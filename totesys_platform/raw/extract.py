@@ -1,11 +1,14 @@
-"""Incremental, typed extraction of one totesys table into an immutable ingestion-zone batch.
+"""Incremental, typed extraction of one totesys table into its append-only Delta table.
 
 The guarantee: every row version (primary key + last_updated) committed at the source is ingested
-exactly once, provided it commits within `lookback` of the newest last_updated already ingested. Each
-run re-reads rows with last_updated > watermark - lookback (the watermark is the newest last_updated
-in the zone, kept in each batch's footer, so it survives a wiped DAGSTER_HOME) and drops the versions
-the zone already holds. Extraction streams Arrow record batches (ADBC, COPY under the hood) in chunks,
-so memory stays bounded whatever the table size.
+exactly once, provided it commits within `lookback` of the watermark. The watermark is the newest
+last_updated ingested, but never later than the source database's own clock at the snapshot: a row
+stamped ahead of that clock (a skewed application server, a manual fix) is ingested, reported, and
+cannot hide the changes committed after it. Each run re-reads rows with last_updated > watermark -
+lookback and drops the versions the table already holds (read with file pruning on last_updated, so
+only the recent files are opened). The watermark is recorded in each commit's metadata, so it survives
+a wiped DAGSTER_HOME. Extraction streams Arrow record batches (ADBC, COPY under the hood) in chunks,
+spooled locally, so memory stays bounded whatever the table size.
 """
 
 from __future__ import annotations
@@ -18,9 +21,13 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from totesys_platform.catalog import SourceTable
-from totesys_platform.resources.lake import LakeZone
+from totesys_platform.resources.lake import LakeZone, Spool
 
 STAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
+
+class SourcePermissionError(RuntimeError):
+    """The source role may not read a catalog table (its columns would look missing otherwise)."""
 
 
 class SchemaDriftError(RuntimeError):
@@ -33,17 +40,61 @@ class SchemaDriftError(RuntimeError):
 
 @dataclass
 class IngestResult:
+    """One table's extraction: the spooled new rows and what to record with them."""
+
     table: str
-    key: str | None
-    rows: int
+    spool: Spool
     watermark: str | None
     previous_watermark: str | None
     since: str | None
+    source_now: str
     extra_columns: list[str] = field(default_factory=list)
     retyped_columns: list[str] = field(default_factory=list)
     null_keys: int = 0  # rows of the batch with a null primary key or cursor
     skipped_duplicates: int = 0
+    rows_ahead: int = 0  # rows stamped later than the source's clock at the snapshot
+    max_seconds_ahead: float = 0.0
     seconds: float = 0.0
+
+    @property
+    def rows(self) -> int:
+        return self.spool.rows
+
+    def commit_metadata(self, run_id: str) -> dict:
+        return {
+            "watermark": self.watermark,
+            "previous_watermark": self.previous_watermark,
+            "source_now": self.source_now,
+            "run_id": run_id,
+            "rows": str(self.rows),
+            "rows_ahead_of_source_clock": str(self.rows_ahead),
+            "extra_columns": self.extra_columns,
+            "retyped_columns": self.retyped_columns,
+        }
+
+
+def source_clock(cursor) -> dt.datetime:
+    """The source database's clock (in its session time zone, like last_updated), read as the snapshot's
+    first statement, so it is no earlier than any commit the snapshot sees."""
+    cursor.execute("SELECT localtimestamp::timestamp(6)")
+    return cursor.fetchone()[0]
+
+
+def check_privilege(cursor, table: SourceTable) -> None:
+    """Fail clearly if the role may not SELECT the table (information_schema would hide its columns)."""
+    cursor.execute(
+        "SELECT current_user, to_regclass(quote_ident($1)) IS NOT NULL,"
+        " CASE WHEN to_regclass(quote_ident($1)) IS NOT NULL"
+        " THEN has_table_privilege(to_regclass(quote_ident($1)), 'SELECT') END",
+        parameters=(table.name,),
+    )
+    role, exists, allowed = cursor.fetchone()
+    if exists and not allowed:
+        raise SourcePermissionError(
+            f"raw/{table.name}: the source role {role!r} may not read table {table.name!r} (permission denied); "
+            f'fix: GRANT SELECT ON "{table.name}" TO "{role}"; the other tables go on, and the next run after the '
+            "grant ingests everything changed meanwhile"
+        )
 
 
 def source_columns(cursor, table: str) -> dict[str, str]:
@@ -107,28 +158,26 @@ def extract_chunks(
 
 
 def ingested_since(zone: LakeZone, table: SourceTable, since: dt.datetime) -> pl.DataFrame:
-    """(key, cursor) of row versions already in the zone with cursor >= since.
-
-    Walks batches from the newest back and stops at the first whose running watermark is older
-    than `since`: every earlier batch only holds older versions.
-    """
-    keys = []
-    for key in zone.keys_newest_first(table.name):
-        watermark = zone.read_metadata(key).get("watermark")
-        if watermark is None or dt.datetime.fromisoformat(watermark) < since:
-            break
-        keys.append(key)
-    frame = zone.read(list(reversed(keys)), columns=[table.primary_key, table.cursor])
+    """(key, cursor) of row versions already in the table with cursor >= since; Delta's file statistics
+    prune the scan to the files that can hold such rows, so the cost follows the recent data."""
+    frame = zone.scan(table.name)
     if frame is None:
         return pl.DataFrame(schema={table.primary_key: pl.Int32, table.cursor: pl.Datetime("us")})
-    return frame.filter(pl.col(table.cursor) >= since)
+    return frame.filter(pl.col(table.cursor) >= since).select(table.primary_key, table.cursor).collect()
 
 
 def ingest_table(
-    cursor, zone: LakeZone, table: SourceTable, *, run_id: str, lookback: dt.timedelta, chunk_rows: int
+    cursor,
+    zone: LakeZone,
+    table: SourceTable,
+    *,
+    source_now: dt.datetime,
+    lookback: dt.timedelta,
+    chunk_rows: int,
 ) -> IngestResult:
-    """Extract the table's new row versions into one new batch (no batch when there are none)."""
+    """Extract the table's new row versions into a spool (the caller commits it: one commit per run)."""
     started = time.perf_counter()
+    check_privilege(cursor, table)
     actual = source_columns(cursor, table.name)
     if not actual:
         missing = [c.name for c in table.columns]
@@ -142,16 +191,23 @@ def ingest_table(
             extra,
             retyped,
         )
-    latest = zone.latest_key(table.name)
-    previous = zone.read_metadata(latest).get("watermark") if latest else None
+    delta = zone.table(table.name)
+    recorded = zone.commit_metadata(delta) if delta is not None else {}
+    previous = recorded.get("watermark")
     since_dt = dt.datetime.fromisoformat(previous) - lookback if previous else None
     seen = ingested_since(zone, table, since_dt) if since_dt else None
     result = IngestResult(
-        table.name, None, 0, previous, previous, since_dt.isoformat() if since_dt else None, extra, retyped
+        table.name,
+        Spool(),
+        previous,
+        previous,
+        since_dt.isoformat() if since_dt else None,
+        source_now.isoformat(),
+        extra,
+        retyped,
     )
     newest: list[dt.datetime] = [dt.datetime.fromisoformat(previous)] if previous else []
-
-    def fresh_chunks() -> Iterator[pl.DataFrame]:
+    try:
         for chunk in extract_chunks(
             cursor, table, extra, since_dt.strftime(STAMP_FORMAT) if since_dt else None, chunk_rows
         ):
@@ -159,26 +215,23 @@ def ingest_table(
                 before = chunk.height
                 chunk = chunk.join(seen, on=[table.primary_key, table.cursor], how="anti")
                 result.skipped_duplicates += before - chunk.height
-            if chunk.height:
-                result.null_keys += chunk.filter(
-                    pl.col(table.primary_key).is_null() | pl.col(table.cursor).is_null()
-                ).height
-                newest.append(chunk[table.cursor].max())  # type: ignore[arg-type]
-                yield chunk
-
-    key = zone.new_key(table.name, run_id)
-    rows = zone.write(
-        key,
-        fresh_chunks(),
-        metadata=lambda: {
-            "watermark": max(newest).isoformat(),
-            "previous_watermark": previous,
-            "run_id": run_id,
-            "extra_columns": extra,
-            "retyped_columns": retyped,
-        },
-    )
-    if rows:
-        result.key, result.rows, result.watermark = key, rows, max(newest).isoformat()
+            if not chunk.height:
+                continue
+            result.null_keys += chunk.filter(
+                pl.col(table.primary_key).is_null() | pl.col(table.cursor).is_null()
+            ).height
+            ahead = chunk.filter(pl.col(table.cursor) > source_now)
+            if ahead.height:
+                result.rows_ahead += ahead.height
+                lead = (ahead[table.cursor].max() - source_now).total_seconds()  # type: ignore[operator]
+                result.max_seconds_ahead = max(result.max_seconds_ahead, lead)
+            newest.append(chunk[table.cursor].max())  # type: ignore[arg-type]
+            result.spool.add(chunk)
+    except BaseException:
+        result.spool.close()
+        raise
+    if result.rows:
+        # Never past the source's own clock: a row stamped ahead must not hide later, correctly stamped rows.
+        result.watermark = min(max(newest), source_now).isoformat()
     result.seconds = time.perf_counter() - started
     return result

@@ -4,8 +4,7 @@ import datetime as dt
 
 import dagster as dg
 
-from totesys_platform.assets.warehouse import WarehouseConfig, warehouse_key
-from totesys_platform.reports import (
+from totesys_platform.reports.views import (
     REPORTS,
     Report,
     dashboard_html,
@@ -18,6 +17,7 @@ from totesys_platform.reports import (
 )
 from totesys_platform.resources.lake import LakeZone
 from totesys_platform.resources.postgres import PostgresResource
+from totesys_platform.warehouse.assets import WarehouseConfig, warehouse_key
 
 REPORTS_GROUP = "reports"
 DASHBOARD = "dashboard.html"

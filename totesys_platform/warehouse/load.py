@@ -1,14 +1,15 @@
 """The PostgreSQL warehouse: DDL from the catalog and exactly-once bulk loads from the processed zone.
 
-Each load runs in one transaction: COPY the pending processed files straight into an empty table, or
-else into a temporary staging table and then one INSERT ... ON CONFLICT into the target (facts: append
-new versions only; dimensions: upsert changed rows); then record the last loaded file in
-`totesys_platform.load_log`. A killed load leaves
+Each load runs in one transaction: COPY the processed table's current rows straight into an empty
+table, or else its changes since the last loaded Delta version into a temporary staging table and then
+one INSERT ... ON CONFLICT into the target (facts: append new versions only; dimensions: upsert changed
+rows); then record the loaded Delta version in `totesys_platform.delta_load_log`. A killed load leaves
 the warehouse as it was; the next run picks up from the log, so nothing is loaded twice.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import polars as pl
@@ -16,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 from totesys_platform.catalog import WAREHOUSE_TABLES, WAREHOUSE_TABLES_BY_NAME, WarehouseTable
-from totesys_platform.resources.lake import LakeZone
+from totesys_platform.resources.io_managers import LakeTable
 from totesys_platform.source import copy_frame
 
 META_SCHEMA = "totesys_platform"
@@ -68,8 +69,9 @@ def ensure_warehouse(conn: psycopg.Connection, schema: str) -> None:
     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(META_SCHEMA)))
     conn.execute(
         sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {}.load_log (warehouse_schema text, table_name text, last_file text NOT NULL,"
-            " loaded_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (warehouse_schema, table_name))"
+            "CREATE TABLE IF NOT EXISTS {}.delta_load_log (warehouse_schema text, table_name text,"
+            " delta_version bigint NOT NULL, loaded_at timestamptz NOT NULL DEFAULT now(),"
+            " PRIMARY KEY (warehouse_schema, table_name))"
         ).format(sql.Identifier(META_SCHEMA))
     )
     for table in sorted(WAREHOUSE_TABLES, key=lambda t: t.is_fact):
@@ -79,15 +81,16 @@ def ensure_warehouse(conn: psycopg.Connection, schema: str) -> None:
 @dataclass
 class LoadResult:
     table: str
-    files: list[str]
+    from_version: int | None  # None: the whole table (into an empty warehouse table)
+    to_version: int | None  # None: nothing to load
     staged_rows: int = 0
     inserted: int = 0  # facts: new versions; dimensions: rows inserted or changed
     table_rows: int = 0
 
 
-def last_loaded(conn: psycopg.Connection, schema: str, table: str) -> str | None:
+def last_loaded(conn: psycopg.Connection, schema: str, table: str) -> int | None:
     row = conn.execute(
-        sql.SQL("SELECT last_file FROM {}.load_log WHERE warehouse_schema = %s AND table_name = %s").format(
+        sql.SQL("SELECT delta_version FROM {}.delta_load_log WHERE warehouse_schema = %s AND table_name = %s").format(
             sql.Identifier(META_SCHEMA)
         ),
         (schema, table),
@@ -95,10 +98,23 @@ def last_loaded(conn: psycopg.Connection, schema: str, table: str) -> str | None
     return row[0] if row else None
 
 
-def pending_files(zone: LakeZone, table: WarehouseTable, after: str | None) -> list[str]:
-    """Processed files not loaded yet: all of them for facts and deltas, the newest for snapshots."""
-    keys = zone.list_keys(table.name, after=after)
-    return keys if table.build in ("facts", "delta") else keys[-1:]
+Frames = Callable[[], Iterator[pl.DataFrame]]
+
+
+def pending_rows(source: LakeTable, table: WarehouseTable, after: int | None, until: int) -> Frames:
+    """The rows to load, each with its Delta version in STAGE_ORDER: the table's rows at `until` when
+    `after` is None, else the rows the commits after `after` inserted or updated."""
+    columns = [c.name for c in table.data_columns]
+
+    def frames() -> Iterator[pl.DataFrame]:
+        batches = (
+            source.snapshot(until, columns) if after is None else source.changes(after, until=until, columns=columns)
+        )
+        for frame in batches:
+            order = pl.col("_commit_version").cast(pl.Int64) if "_commit_version" in frame.columns else pl.lit(0)
+            yield frame.select(*columns, order.alias(STAGE_ORDER))
+
+    return frames
 
 
 class ReferentialIntegrityError(RuntimeError):
@@ -115,7 +131,7 @@ def upsert_sql(table: WarehouseTable, schema: str, stage: str) -> sql.Composed:
     names = sql.SQL(", ").join(map(sql.Identifier, columns))
     conflict = sql.SQL(", ").join(map(sql.Identifier, table.version_key))
     if table.is_fact:
-        # DO NOTHING also absorbs duplicates within the stage; rows go in in file order.
+        # DO NOTHING also absorbs duplicates within the stage; rows go in in commit order.
         action = sql.SQL("DO NOTHING")
         source = sql.SQL("SELECT {} FROM {} ORDER BY {}").format(
             names, sql.Identifier(stage), sql.Identifier(STAGE_ORDER)
@@ -131,7 +147,8 @@ def upsert_sql(table: WarehouseTable, schema: str, stage: str) -> sql.Composed:
             if changing
             else sql.SQL("DO NOTHING")
         )
-        # DO UPDATE may touch a row once per statement: keep the last staged version of each key.
+        # DO UPDATE may touch a row once per statement: keep the newest staged version of each key (a commit
+        # holds one row per key).
         source = sql.SQL("SELECT DISTINCT ON ({k}) {n} FROM {s} ORDER BY {k}, {o} DESC").format(
             k=conflict, n=names, s=sql.Identifier(stage), o=sql.Identifier(STAGE_ORDER)
         )
@@ -192,16 +209,15 @@ def _check_references(conn: psycopg.Connection, table: WarehouseTable, schema: s
 
 
 def _copy_into_empty(
-    conn: psycopg.Connection, zone: LakeZone, table: WarehouseTable, schema: str, files: list[str], check: bool
+    conn: psycopg.Connection, frames: Frames, table: WarehouseTable, schema: str, check: bool
 ) -> tuple[int, int] | None:
-    """The backfill: COPY the files straight into the empty table, then check its references in one pass
-    (no stage, no second write). None (and nothing written) if the files repeat a key: the staged path
+    """The backfill: COPY the rows straight into the empty table, then check its references in one pass
+    (no stage, no second write). None (and nothing written) if the rows repeat a key: the staged path
     then keeps one version of each."""
-    columns = [c.name for c in table.data_columns]
     target = qualified(schema, table.name)
     try:
         with conn.transaction():  # a savepoint
-            rows = sum(copy_frame(conn, target, chunk) for chunk in zone.iter_batches(files, columns=columns))
+            rows = sum(copy_frame(conn, target, chunk.drop(STAGE_ORDER)) for chunk in frames())
     except psycopg.errors.UniqueViolation:
         return None
     if check:
@@ -210,9 +226,9 @@ def _copy_into_empty(
 
 
 def _load_through_stage(
-    conn: psycopg.Connection, zone: LakeZone, table: WarehouseTable, schema: str, files: list[str], check: bool
+    conn: psycopg.Connection, frames: Frames, table: WarehouseTable, schema: str, check: bool
 ) -> tuple[int, int]:
-    """Stage the files in file order, check the staged references, then one INSERT ... ON CONFLICT."""
+    """Stage the rows with their Delta version, check the staged references, then one INSERT ... ON CONFLICT."""
     stage_name = f"stage_{table.name}"
     stage = sql.Identifier(stage_name)
     columns = [c.name for c in table.data_columns]
@@ -222,10 +238,7 @@ def _load_through_stage(
         )
     )
     conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint").format(stage, sql.Identifier(STAGE_ORDER)))
-    staged = 0
-    for chunk in zone.iter_batches(files, columns=columns):
-        order = pl.int_range(staged, staged + chunk.height, dtype=pl.Int64, eager=True).alias(STAGE_ORDER)
-        staged += copy_frame(conn, stage, chunk.with_columns(order))
+    staged = sum(copy_frame(conn, stage, chunk) for chunk in frames())
     if check:
         _check_references(conn, table, schema, stage)
     return staged, conn.execute(upsert_sql(table, schema, stage_name)).rowcount
@@ -237,41 +250,44 @@ def lock_table_writes(conn: psycopg.Connection, schema: str, table_name: str) ->
     conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{schema}.{table_name}",))
 
 
-def load_table(conn: psycopg.Connection, zone: LakeZone, table: WarehouseTable, schema: str) -> LoadResult:
-    """Load the table's pending processed files in one transaction (see module docstring).
+def load_table(conn: psycopg.Connection, source: LakeTable, table: WarehouseTable, schema: str) -> LoadResult:
+    """Load what the processed table gained since the last load, in one transaction (see module docstring).
 
-    The files are streamed a row group at a time, so memory does not grow with the data. An empty table
-    (the backfill) gets them by COPY straight into it; otherwise they go through a stage and one
+    Rows are streamed a batch at a time, so memory does not grow with the data. An empty table (the
+    backfill) gets them by COPY straight into it; otherwise they go through a stage and one
     INSERT ... ON CONFLICT. Foreign keys are checked set-based (one anti-join per reference) and, where
     the role may, the per-row FK triggers are switched off while writing: the same guarantee, ten times
     faster on large loads. A violation fails the load with the column and an example, loading nothing.
     """
     set_based = bool(table.foreign_keys) and can_defer_fk_triggers(conn)
     target = qualified(schema, table.name)
+    until = source.version()
     with conn.transaction():
         lock_table_writes(conn, schema, table.name)
         empty = not conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(target)).fetchone()[0]
-        # An empty table (new, truncated, or dropped and recreated) is loaded from the first file, whatever
-        # the log says: the log only ever records what the table already holds.
-        files = pending_files(zone, table, None if empty else last_loaded(conn, schema, table.name))
-        result = LoadResult(table.name, files)
-        if files:
+        # An empty table (new, truncated, or dropped and recreated) is loaded whole, whatever the log says:
+        # the log only ever records what the table already holds.
+        after = None if empty else last_loaded(conn, schema, table.name)
+        due = until is not None and (after is None or until > after)
+        result = LoadResult(table.name, after, until if due else None)
+        if due:
+            frames = pending_rows(source, table, after, until)  # type: ignore[arg-type]
             if set_based:
                 conn.execute("SET LOCAL session_replication_role = replica")
             # With the triggers off the references are checked set-based; else PostgreSQL checks each row.
-            loaded = _copy_into_empty(conn, zone, table, schema, files, set_based) if empty else None
+            loaded = _copy_into_empty(conn, frames, table, schema, set_based) if empty else None
             if loaded is None:
-                loaded = _load_through_stage(conn, zone, table, schema, files, set_based)
+                loaded = _load_through_stage(conn, frames, table, schema, set_based)
             result.staged_rows, result.inserted = loaded
             if set_based:
                 conn.execute("SET LOCAL session_replication_role = origin")
             conn.execute(
                 sql.SQL(
-                    "INSERT INTO {}.load_log (warehouse_schema, table_name, last_file) VALUES (%s, %s, %s)"
-                    " ON CONFLICT (warehouse_schema, table_name) DO UPDATE SET last_file = EXCLUDED.last_file,"
+                    "INSERT INTO {}.delta_load_log (warehouse_schema, table_name, delta_version) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (warehouse_schema, table_name) DO UPDATE SET delta_version = EXCLUDED.delta_version,"
                     " loaded_at = now()"
                 ).format(sql.Identifier(META_SCHEMA)),
-                (schema, table.name, files[-1]),
+                (schema, table.name, until),
             )
         result.table_rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0]
     return result

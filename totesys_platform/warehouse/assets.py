@@ -1,12 +1,13 @@
-"""Warehouse assets: one per star-schema table, loaded into PostgreSQL from the processed zone."""
+"""Warehouse assets: one per star-schema table, loaded into PostgreSQL from the processed zone (through its IO
+manager: each asset receives its processed table as a `LakeTable` and loads the commits not yet loaded)."""
 
 import dagster as dg
 
-from totesys_platform.assets.processed import processed_key
 from totesys_platform.catalog import WAREHOUSE_TABLES, WarehouseTable
-from totesys_platform.resources.lake import LakeZone
+from totesys_platform.processed.assets import processed_key
+from totesys_platform.resources.io_managers import LakeTable
 from totesys_platform.resources.postgres import PostgresResource
-from totesys_platform.warehouse import ensure_warehouse, load_table
+from totesys_platform.warehouse.load import ensure_warehouse, load_table
 
 WAREHOUSE_GROUP = "warehouse"
 
@@ -24,7 +25,8 @@ class WarehouseConfig(dg.ConfigurableResource):
 def build_warehouse_asset(table: WarehouseTable, **asset_kwargs) -> dg.AssetsDefinition:
     @dg.asset(
         key=warehouse_key(table.name),
-        deps=[processed_key(table.name), *(warehouse_key(d) for d in table.referenced_dimensions)],
+        ins={"processed": dg.AssetIn(key=processed_key(table.name), dagster_type=LakeTable)},
+        deps=[warehouse_key(d) for d in table.referenced_dimensions],
         group_name=WAREHOUSE_GROUP,
         description=f"{table.description} (warehouse table)",
         kinds={"postgres"},
@@ -37,22 +39,26 @@ def build_warehouse_asset(table: WarehouseTable, **asset_kwargs) -> dg.AssetsDef
     )
     def _warehouse(
         context: dg.AssetExecutionContext,
+        processed: LakeTable,
         warehouse_db: PostgresResource,
-        processed_zone: LakeZone,
         warehouse: WarehouseConfig,
     ) -> dg.MaterializeResult:
         with warehouse_db.connect() as conn:
             ensure_warehouse(conn, warehouse.schema_name)
             conn.commit()
-            result = load_table(conn, processed_zone, table, warehouse.schema_name)
-        context.log.info(f"warehouse/{table.name}: {result.inserted} rows written from {len(result.files)} files")
+            result = load_table(conn, processed, table, warehouse.schema_name)
+        loaded = (
+            "nothing new" if result.to_version is None else f"Delta versions {result.from_version}..{result.to_version}"
+        )
+        context.log.info(f"warehouse/{table.name}: {result.inserted} rows written ({loaded})")
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": result.table_rows,
                 "rows_written": result.inserted,
                 "rows_staged": result.staged_rows,
-                "files_loaded": len(result.files),
-                "last_file": processed_zone.uri(result.files[-1]) if result.files else "",
+                "loaded_after_delta_version": -1 if result.from_version is None else result.from_version,
+                "loaded_delta_version": -1 if result.to_version is None else result.to_version,
+                "processed_table": dg.MetadataValue.path(processed.uri),
                 "table": f"{warehouse.schema_name}.{table.name}",
                 "dagster/table_name": f"{warehouse.schema_name}.{table.name}",
             }

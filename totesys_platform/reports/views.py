@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 
 from totesys_platform.catalog import WAREHOUSE_TABLES_BY_NAME
-from totesys_platform.warehouse import lock_table_writes
+from totesys_platform.warehouse.load import lock_table_writes
 
 # The newest version of each fact row, kept as a table in the reports schema and brought up to date from
 # the fact rows added since the last refresh (facts only ever gain rows, with increasing record ids), so a

@@ -1,0 +1,239 @@
+"""The lake-age benchmark: does an incremental run cost the same after 10 and after 1,000 prior runs?
+
+    .venv/bin/python -m benchmarks.age                          # ages 10 and 1000, 10 measured runs each
+    .venv/bin/python -m benchmarks.age --ages 10,100 --measure 5
+
+1. A scale-1 source on the embedded PostgreSQL; the history is written by real pipeline runs (every asset
+   and the routine checks, in process), each after a few simulator events, on a local lake (fast).
+2. At each age the lake is copied as it is into a fresh bucket of moto's S3 server (a separate process,
+   every request logged) and the warehouse database is cloned; then `--measure` runs, each after the same
+   number of events, go against S3. S3 requests per run (from the server's log, by kind) and seconds are
+   recorded. `--measure` of at least the Delta checkpoint interval covers one whole sawtooth.
+3. The local history then goes on to the next age, unchanged by the measured runs.
+Results: benchmarks/results/<date>-age.md and .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import boto3
+import dagster as dg
+import psycopg
+from psycopg import sql
+
+from benchmarks.run import BIN, REPO, RESULTS, fresh_database, log, run_child
+from totesys_platform.automation import NIGHTLY_ONLY_CHECKS
+from totesys_platform.definitions import build_assets, build_resources
+from totesys_platform.resources.embedded import start_embedded_server
+from totesys_platform.resources.lake import CHECKPOINT_INTERVAL
+from totesys_platform.settings import load_settings
+from totesys_platform.source.simulator import Simulator
+from totesys_platform.warehouse.checks import build_checks
+
+REQUEST = re.compile(r'"(GET|PUT|HEAD|POST|DELETE) (\S+) HTTP')
+
+
+def routine_checks():
+    return [c for c in build_checks() if not any(k.name.endswith(NIGHTLY_ONLY_CHECKS) for k in c.check_keys)]
+
+
+def run_once(env: dict[str, str]) -> float:
+    settings = load_settings(env)
+    started = time.perf_counter()
+    result = dg.materialize(
+        [*build_assets(settings), *routine_checks()],
+        resources=build_resources(settings),
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    return time.perf_counter() - started
+
+
+class MotoServer:
+    """moto's S3 in its own process; its access log counts the requests."""
+
+    def __init__(self, home: Path, port: int = 5099) -> None:
+        self.log_path = home / "moto-requests.log"
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self.handle = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=self.handle,
+            stderr=subprocess.STDOUT,
+        )
+        time.sleep(3)
+        os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
+        os.environ["AWS_ENDPOINT_URL"] = self.endpoint
+        self.s3 = boto3.client("s3", endpoint_url=self.endpoint)
+
+    def requests_since(self, offset: int) -> tuple[Counter, int]:
+        with open(self.log_path) as handle:
+            handle.seek(offset)
+            text = handle.read()
+            end = handle.tell()
+        kinds: Counter = Counter()
+        for method, path in REQUEST.findall(text):
+            kinds["LIST" if method == "GET" and "list-type=2" in path else method] += 1
+        return kinds, end
+
+    def offset(self) -> int:
+        self.handle.flush()
+        return os.path.getsize(self.log_path)
+
+    def upload(self, folder: Path, bucket: str) -> int:
+        self.s3.create_bucket(Bucket=bucket)
+        count = 0
+        for path in folder.rglob("*"):
+            if path.is_file():
+                self.s3.upload_file(str(path), bucket, str(path.relative_to(folder)))
+                count += 1
+        return count
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.handle.close()
+
+
+def simulate(source_url: str, seed: int, events: int) -> None:
+    with psycopg.connect(source_url) as conn:
+        Simulator(conn, seed=seed).run(events)
+
+
+def measure_age(age, moto, base_env, admin_url, source_url, warehouse_db, lake, measure, events) -> dict:
+    bucket = f"age-{age}"
+    files = moto.upload(lake, bucket)
+    clone = f"{warehouse_db}_age{age}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(clone)))
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(clone), sql.Identifier(warehouse_db))
+        )
+    env = {
+        **base_env,
+        "TOTESYS_WAREHOUSE_URL": admin_url.replace("/postgres?", f"/{clone}?", 1),
+        "TOTESYS_INGESTION_URL": f"s3://{bucket}/ingestion",
+        "TOTESYS_PROCESSED_URL": f"s3://{bucket}/processed",
+        "TOTESYS_REPORTS_URL": f"s3://{bucket}/reports",
+    }
+    runs = []
+    for i in range(measure):
+        simulate(source_url, 10_000_000 + age * 100 + i, events)
+        start = moto.offset()
+        seconds = run_once(env)
+        kinds, _ = moto.requests_since(start)
+        runs.append({"seconds": round(seconds, 3), "requests": sum(kinds.values()), **dict(kinds)})
+        log(f"age {age}: measured run {i + 1}: {runs[-1]}")
+    return {
+        "age": age,
+        "lake_objects": files,
+        "runs": runs,
+        "mean_requests": round(statistics.mean(r["requests"] for r in runs), 1),
+        "mean_seconds": round(statistics.mean(r["seconds"] for r in runs), 3),
+        "max_requests": max(r["requests"] for r in runs),
+        "min_requests": min(r["requests"] for r in runs),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ages", default="10,1000")
+    parser.add_argument("--measure", type=int, default=CHECKPOINT_INTERVAL)
+    parser.add_argument("--events", type=int, default=5, help="simulator events before each run")
+    parser.add_argument("--home", default=str(REPO / ".totesys-bench" / "age"))
+    args = parser.parse_args(argv)
+    home = Path(args.home).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    admin_url = start_embedded_server(home.parent / "pgdata")
+    source_url = fresh_database(admin_url, "age_source")
+    warehouse_db = "age_warehouse"
+    warehouse_url = fresh_database(admin_url, warehouse_db)
+    lake = home / "lake"
+    subprocess.run(["rm", "-rf", str(lake)], check=True)
+    base_env = {
+        "TOTESYS_HOME": str(home),
+        "TOTESYS_SOURCE_URL": source_url,
+        "TOTESYS_WAREHOUSE_URL": warehouse_url,
+        "TOTESYS_INGESTION_URL": str(lake / "ingestion"),
+        "TOTESYS_PROCESSED_URL": str(lake / "processed"),
+        "TOTESYS_REPORTS_URL": str(lake / "reports"),
+        "TOTESYS_MAX_RETRIES": "0",
+    }
+    run_child([str(BIN / "totesys"), "source", "generate", "--scale", "1", "--seed", "42"], {**os.environ, **base_env})
+    moto = MotoServer(home)
+    ages = sorted(int(a) for a in args.ages.split(","))
+    history, measured, done = [], [], 0
+    try:
+        for age in ages:
+            while done < age:
+                if done:
+                    simulate(source_url, done, args.events)
+                history.append(round(run_once(base_env), 3))
+                done += 1
+                if done % 50 == 0:
+                    log(f"history: {done} runs, last {history[-1]:.2f}s")
+            measured.append(
+                measure_age(age, moto, base_env, admin_url, source_url, warehouse_db, lake, args.measure, args.events)
+            )
+    finally:
+        moto.stop()
+    meta = {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
+        "command": "python -m benchmarks.age " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "checkpoint_interval": CHECKPOINT_INTERVAL,
+        "events_per_run": args.events,
+    }
+    document = {"meta": meta, "ages": measured, "local_history_seconds": history}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = RESULTS / f"{dt.date.today().isoformat()}-age"
+    stem.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(markdown(document))
+    print(markdown(document))
+    return 0
+
+
+def markdown(document: dict) -> str:
+    meta, ages = document["meta"], document["ages"]
+    lines = [
+        "# Lake age: an incremental run on S3 after N prior runs",
+        "",
+        f"{meta['date']}, {meta['machine']}; `{meta['command']}`; {meta['events_per_run']} simulator events "
+        f"before each run; Delta checkpoint every {meta['checkpoint_interval']} commits.",
+        "",
+        "| prior runs | objects in the lake | S3 requests per run (mean, min-max) | seconds per run (mean) |",
+        "|---|---|---|---|",
+    ]
+    for a in ages:
+        lines.append(
+            f"| {a['age']} | {a['lake_objects']:,} | {a['mean_requests']} ({a['min_requests']}-{a['max_requests']})"
+            f" | {a['mean_seconds']} |"
+        )
+    if len(ages) >= 2:
+        first, last = ages[0], ages[-1]
+        lines += [
+            "",
+            f"Ratio {last['age']} vs {first['age']} prior runs: requests "
+            f"{last['mean_requests'] / first['mean_requests']:.3f}x, seconds "
+            f"{last['mean_seconds'] / first['mean_seconds']:.3f}x.",
+        ]
+    lines += ["", "Requests by kind, per measured run:", ""]
+    for a in ages:
+        lines.append(f"- after {a['age']} runs: " + "; ".join(json.dumps(r) for r in a["runs"]))
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Processed assets: the star schema as Delta tables in the processed zone, one asset per table.
+
+Each asset receives its inputs as `LakeTable` handles from the IO managers, reads only the commits it
+has not consumed (see build.py), and returns what to commit; the processed IO manager commits it.
+"""
+
+import datetime as dt
+
+import dagster as dg
+
+from totesys_platform.catalog import WAREHOUSE_TABLES, WAREHOUSE_TABLES_BY_NAME, WarehouseTable
+from totesys_platform.processed.build import (
+    BatchRejectedError,
+    Outcome,
+    process_calendar,
+    process_dimension,
+    process_facts,
+)
+from totesys_platform.processed.checks import (
+    processed_check_specs,
+    quality_check_result,
+    quarantine_check_result,
+)
+from totesys_platform.raw.checks import raw_key
+from totesys_platform.resources.io_managers import LakeTable
+from totesys_platform.resources.lake import LakeZone
+from totesys_platform.resources.postgres import PostgresResource
+
+PROCESSED_GROUP = "processed"
+FACT_TABLES = tuple(t for t in WAREHOUSE_TABLES if t.is_fact)
+
+
+def processed_key(table: str) -> dg.AssetKey:
+    return dg.AssetKey(["processed", table])
+
+
+def _inputs(table: WarehouseTable) -> dict[str, dg.AssetKey]:
+    """Input name -> upstream asset: the raw sources, or the facts for dim_date, plus, for a fact, the small
+    dimensions its quarantine rule checks references against."""
+    if table.build == "calendar":
+        return {t.name: processed_key(t.name) for t in FACT_TABLES}
+    inputs = {name: raw_key(name) for name in table.sources}
+    if table.is_fact:
+        inputs |= {
+            d: processed_key(d) for d in table.referenced_dimensions if WAREHOUSE_TABLES_BY_NAME[d].build == "dimension"
+        }
+    return inputs
+
+
+def _process(table: WarehouseTable, inputs: dict[str, LakeTable], processed_zone: LakeZone) -> Outcome:
+    if table.is_fact:
+        source = table.sources[0]
+        dims = {name: handle for name, handle in inputs.items() if name != source}
+        return process_facts(table, inputs[source], processed_zone, dims)
+    if table.is_dimension:
+        return process_dimension(table, inputs, processed_zone)
+    return process_calendar(table, inputs, processed_zone, dt.date.today())
+
+
+def build_processed_asset(table: WarehouseTable, **asset_kwargs) -> dg.AssetsDefinition:
+    key = processed_key(table.name)
+    inputs = _inputs(table)
+
+    @dg.asset(
+        key=key,
+        ins={name: dg.AssetIn(key=upstream, dagster_type=LakeTable) for name, upstream in inputs.items()},
+        group_name=PROCESSED_GROUP,
+        description=f"{table.description} (processed zone, Delta table)",
+        kinds={"polars", "deltalake"},
+        metadata={"build": table.build, "natural_key": ", ".join(table.version_key)},
+        pool="totesys_processed",
+        check_specs=processed_check_specs(table, key),
+        io_manager_key="processed_io_manager",
+        **asset_kwargs,
+    )
+    def _processed(
+        context: dg.AssetExecutionContext,
+        processed_zone: LakeZone,
+        warehouse_db: PostgresResource,
+        **upstream: LakeTable,
+    ):
+        processed_zone.check_reachable()
+        try:
+            # One run at a time builds this table's next commit (the lock lives in the warehouse database).
+            with warehouse_db.exclusive(
+                f"totesys_platform processed {processed_zone.url} {table.name}",
+                holder=f"totesys processed/{table.name} {context.run_id[:8]}",
+                log=context.log.warning,
+            ):
+                outcome = _process(table, upstream, processed_zone)
+                try:
+                    # Nothing new (None) still materialises, so the warehouse step after it confirms it is current.
+                    yield dg.Output(outcome.output, metadata=outcome.metadata)
+                finally:
+                    spool = getattr(outcome.output, "spool", None)
+                    if spool is not None:
+                        spool.close()
+        except BatchRejectedError as rejected:
+            yield quality_check_result(table, rejected.results)
+            raise dg.Failure(description=str(rejected), allow_retries=False) from rejected
+        context.log.info(f"processed/{table.name}: {outcome.metadata['dagster/row_count']} rows")
+        yield quality_check_result(table, outcome.quality)
+        if table.is_fact:
+            yield quarantine_check_result(table, outcome.quarantined)
+
+    return _processed
+
+
+def build_processed_assets(**asset_kwargs) -> list[dg.AssetsDefinition]:
+    return [build_processed_asset(t, **asset_kwargs) for t in WAREHOUSE_TABLES]

@@ -1,0 +1,237 @@
+"""How each processed table follows its inputs, reading only the Delta commits it has not consumed yet.
+
+Each processed table records, in its own commits' metadata, the last version of every input it has
+consumed; a run reads the inputs' change feed after those versions and nothing else:
+- facts: every new raw row version becomes a fact row or a quarantine row (both append-only). The
+  quarantine is committed first; a run killed between the two commits re-derives only what is missing.
+- dimensions: the latest new version of each changed key is merged on the key. A dimension joined from
+  two sources (dim_staff, dim_counterparty) keeps each source's current rows in a small state table in
+  the processed zone, so a department change updates its staff without re-reading history.
+- dim_date: whole calendar years covering every date in the new fact rows, and a year ahead of today;
+  only the days it lacks are appended.
+Blocking rules run on every frame before anything is committed: a rejected batch writes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from totesys_platform.catalog import SOURCE_TABLES_BY_NAME, WAREHOUSE_TABLES_BY_NAME, WarehouseTable
+from totesys_platform.processed.rules import RuleResult, evaluate_rules, merge_results
+from totesys_platform.processed.star import (
+    build_dimension,
+    build_facts,
+    calendar_years,
+    date_span,
+    dim_date,
+    latest_versions,
+)
+from totesys_platform.resources.io_managers import LakeTable, TableAppend, TableMerge
+from totesys_platform.resources.lake import CONSUMED_KEY, LakeZone, Spool
+
+VERSION = "_commit_version"
+# dim_date runs ahead of the data: orders agreed for next year find their dates already there.
+CALENDAR_AHEAD = dt.timedelta(days=365)
+
+
+def quarantine_table(table: WarehouseTable) -> str:
+    return f"quarantine/{table.name}"
+
+
+def state_table(table: WarehouseTable, source: str) -> str:
+    return f"state/{table.name}/{source}"
+
+
+class BatchRejectedError(RuntimeError):
+    """A processed batch broke a blocking quality rule; nothing of it was written."""
+
+    def __init__(self, table: WarehouseTable, source: str, results: list[RuleResult]):
+        failing = "; ".join(f"{r.rule}: {r.offending} rows" for r in results if r.is_error and r.offending)
+        super().__init__(f"processed/{table.name}: the new rows from {source} were not written: {failing}")
+        self.results = results
+
+
+def checked(table: WarehouseTable, frame: pl.DataFrame, source: str, keys=None) -> list[RuleResult]:
+    """The catalog rules on a frame about to be written; errors stop it here (blocking)."""
+    results = evaluate_rules(table, frame, keys)
+    if any(r.is_error and r.offending for r in results):
+        raise BatchRejectedError(table, source, results)
+    return results
+
+
+@dataclass
+class Outcome:
+    """What one processed materialisation produces: the output for the IO manager, and what to report."""
+
+    output: TableAppend | TableMerge | None
+    metadata: dict
+    quality: list[RuleResult]
+    quarantined: list[pl.DataFrame] = field(default_factory=list)
+
+
+def dimension_keys(table: WarehouseTable, dimensions: dict[str, LakeTable]) -> dict[str, pl.Series]:
+    """Keys of the small dimensions a fact references, for the missing-dimension quarantine rule."""
+    keys = {}
+    for name, handle in dimensions.items():
+        frame = handle.scan()
+        if frame is not None:
+            key = WAREHOUSE_TABLES_BY_NAME[name].key
+            keys[name] = frame.select(key).collect()[key]
+    return keys
+
+
+def process_facts(
+    table: WarehouseTable, raw: LakeTable, processed: LakeZone, dimensions: dict[str, LakeTable]
+) -> Outcome:
+    """Every raw row version committed since the last run: a fact row or a quarantine row."""
+    until = raw.version()
+    done = processed.consumed(table.name).get(raw.name, -1)
+    # The quarantine is committed before the facts, so it has consumed at least what the facts have.
+    quarantine_done = max(processed.consumed(quarantine_table(table)).get(raw.name, -1), done)
+    keys = dimension_keys(table, dimensions)
+    quality = evaluate_rules(table, pl.DataFrame(schema=table.schema), keys)
+    if until is None or until <= done:
+        return Outcome(None, {"dagster/row_count": 0, "raw_rows_read": 0}, quality)
+    spool, bad, rows_in = Spool(), [], 0
+    try:
+        for chunk in raw.changes(done if done >= 0 else None, until=until):
+            rows_in += chunk.height
+            built = build_facts(chunk.drop(VERSION), table, keys)
+            quality = merge_results(quality, checked(table, built.facts, f"raw/{raw.name}", keys))
+            spool.add(built.facts)
+            quarantine = built.quarantine
+            if quarantine_done > done:  # a run killed between the two commits quarantined these already
+                quarantine = build_facts(chunk.filter(pl.col(VERSION) > quarantine_done).drop(VERSION), table, keys)
+                quarantine = quarantine.quarantine
+            if quarantine.height:
+                bad.append(quarantine)
+    except BaseException:
+        spool.close()
+        raise
+    consumed = {CONSUMED_KEY: {raw.name: until}}
+    if bad:
+        with Spool() as quarantine:
+            for frame in bad:
+                quarantine.add(frame)
+            processed.append(quarantine_table(table), quarantine.reader(), consumed, append_only=True)
+    output = TableAppend(spool, consumed, table.schema, append_only=True, record_progress=True)
+    metadata = {
+        "dagster/row_count": spool.rows,
+        "raw_rows_read": rows_in,
+        "quarantined_rows": sum(b.height for b in bad),
+        "raw_version": until,
+    }
+    return Outcome(output, metadata, quality, bad)
+
+
+def _latest_new(handle: LakeTable, after: int | None, until: int) -> pl.DataFrame:
+    """The newest version of each key changed by the commits after `after` (empty when none)."""
+    source = SOURCE_TABLES_BY_NAME[handle.name]
+    frames = list(handle.changes(after, until=until))
+    if not frames:
+        return pl.DataFrame(schema=source.schema)
+    frame = pl.concat(frames, how="diagonal_relaxed").sort(VERSION).drop(VERSION)
+    return latest_versions(frame, source.primary_key, source.cursor)
+
+
+def _merge_state(processed: LakeZone, table: WarehouseTable, name: str, new: pl.DataFrame, until: int) -> None:
+    """Bring a source's current-rows state table up to `until` (idempotent: a re-run merges the same rows)."""
+    state = state_table(table, name)
+    if new.height and processed.consumed(state).get(name, -1) < until:
+        processed.merge(state, new, SOURCE_TABLES_BY_NAME[name].primary_key, {CONSUMED_KEY: {name: until}})
+
+
+def _joined_rows(
+    table: WarehouseTable, processed: LakeZone, new: dict[str, pl.DataFrame], until: dict[str, int]
+) -> pl.DataFrame:
+    """The dimension's rows for every key touched by a change of either source, from the state tables."""
+    primary = SOURCE_TABLES_BY_NAME[table.sources[0]]
+    for name in table.sources:
+        _merge_state(processed, table, name, new[name], until[name])
+    touched = pl.col(primary.primary_key).is_in(new[primary.name][primary.primary_key].implode())
+    for lookup, column in table.joins.items():
+        key = SOURCE_TABLES_BY_NAME[lookup].primary_key
+        touched = touched | pl.col(column).is_in(new[lookup][key].implode())
+    current = processed.scan(state_table(table, primary.name))
+    rows = {primary.name: current.filter(touched).collect() if current is not None else new[primary.name]}
+    for lookup, column in table.joins.items():
+        key = SOURCE_TABLES_BY_NAME[lookup].primary_key
+        state = processed.scan(state_table(table, lookup))
+        wanted = pl.col(key).is_in(rows[primary.name][column].unique().implode())
+        lookup_rows = state.filter(wanted).collect() if state is not None else None
+        rows[lookup] = (
+            lookup_rows if lookup_rows is not None else pl.DataFrame(schema=SOURCE_TABLES_BY_NAME[lookup].schema)
+        )
+    return build_dimension(table, rows)
+
+
+def process_dimension(table: WarehouseTable, raws: dict[str, LakeTable], processed: LakeZone) -> Outcome:
+    """Merge the latest new version of every changed member into the dimension."""
+    done = processed.consumed(table.name)
+    until = {name: raws[name].version() for name in table.sources}
+    if any(v is None for v in until.values()):
+        missing = ", ".join(f"raw/{n}" for n, v in until.items() if v is None)
+        raise RuntimeError(f"processed/{table.name}: no ingested rows in {missing} yet; materialise it first")
+    if all(until[name] == done.get(name) for name in table.sources):
+        return Outcome(
+            None, {"dagster/row_count": 0, "changed": False}, evaluate_rules(table, pl.DataFrame(schema=table.schema))
+        )
+    new = {name: _latest_new(raws[name], done.get(name), until[name]) for name in table.sources}  # type: ignore[arg-type]
+    if table.joins:
+        rows = _joined_rows(table, processed, new, until)  # type: ignore[arg-type]
+    else:
+        rows = build_dimension(table, {table.sources[0]: new[table.sources[0]]})
+    quality = checked(table, rows, ", ".join(f"raw/{name}" for name in table.sources))
+    output = TableMerge(rows, table.key, {CONSUMED_KEY: until})
+    return Outcome(output, {"dagster/row_count": rows.height, "changed": True, "raw_versions": str(until)}, quality)
+
+
+def process_calendar(
+    table: WarehouseTable, facts: dict[str, LakeTable], processed: LakeZone, today: dt.date
+) -> Outcome:
+    """Append the days dim_date lacks: whole years covering the new fact rows' dates and a year ahead."""
+    current = processed.table(table.name)
+    recorded = processed.commit_metadata(current) if current is not None else {}
+    done = processed.consumed(table.name)
+    until = {name: handle.version() for name, handle in facts.items()}
+    spans = []
+    for name, handle in facts.items():
+        if until[name] is None or until[name] == done.get(name):
+            continue
+        fact = WAREHOUSE_TABLES_BY_NAME[name]
+        dates = [c.name for c in fact.data_columns if c.pg_type == "date"]
+        for chunk in handle.changes(done.get(name), until=until[name], columns=dates):
+            span = date_span(chunk.drop(VERSION), fact)
+            if span:
+                spans.append(span)
+    ahead = today + CALENDAR_AHEAD
+    had = (
+        (dt.date.fromisoformat(recorded["start"]), dt.date.fromisoformat(recorded["end"]))
+        if "start" in recorded
+        else None
+    )
+    firsts = [s[0] for s in spans] + ([had[0]] if had else [])
+    start, end = calendar_years(
+        min(firsts, default=ahead), max([ahead, *(s[1] for s in spans), *([had[1]] if had else [])])
+    )
+    calendar = dim_date(start, end)
+    if had:
+        calendar = calendar.filter((pl.col("date_id") < had[0]) | (pl.col("date_id") > had[1]))
+    consumed = {k: v for k, v in until.items() if v is not None}
+    if calendar.is_empty() and consumed == done:
+        return Outcome(None, {"dagster/row_count": 0, "changed": False}, evaluate_rules(table, calendar))
+    quality = checked(table, calendar, "the new fact rows")
+    spool = Spool()
+    spool.add(calendar)
+    output = TableAppend(
+        spool,
+        {CONSUMED_KEY: consumed, "start": start.isoformat(), "end": end.isoformat()},
+        table.schema,
+        append_only=True,
+        record_progress=True,
+    )
+    metadata = {"dagster/row_count": calendar.height, "first_date": start.isoformat(), "last_date": end.isoformat()}
+    return Outcome(output, metadata, quality)

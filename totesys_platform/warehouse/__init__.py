@@ -1,0 +1,1 @@
+"""Warehouse stage: DDL from the catalog and exactly-once loads of the processed zone into PostgreSQL."""
