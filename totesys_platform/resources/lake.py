@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
+from pydantic import PrivateAttr
 
 from totesys_platform.settings import s3_storage_options
 
@@ -117,6 +118,9 @@ class LakeZone(dg.ConfigurableResource):
 
     url: str
     zone_name: str = "lake"
+    # Tables loaded in this process: the next use only lists the log after the version in hand
+    # (update_incremental), instead of reading the checkpoint and its commits again.
+    _tables: dict[str, DeltaTable] = PrivateAttr(default_factory=dict)
 
     @property
     def is_local(self) -> bool:
@@ -160,9 +164,14 @@ class LakeZone(dg.ConfigurableResource):
     # --- reading ------------------------------------------------------------------------------
 
     def table(self, name: str) -> DeltaTable | None:
-        """The Delta table `name`, or None if it has never been written."""
+        """The Delta table `name` at its newest version, or None if it has never been written."""
+        cached = self._tables.get(name)
         try:
-            return DeltaTable(self.uri(name), storage_options=self.storage_options)
+            if cached is not None:
+                cached.update_incremental()
+                return cached
+            self._tables[name] = DeltaTable(self.uri(name), storage_options=self.storage_options)
+            return self._tables[name]
         except TableNotFoundError:
             self._refuse_old_layout(name)
             return None
