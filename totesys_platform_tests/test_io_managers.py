@@ -47,3 +47,22 @@ def test_an_old_layout_zone_is_refused_with_a_clear_message(tmp_path):
     with pytest.raises(OldLayoutError, match="previous layout.*fresh backfill"):
         zone.table("sales_order")
     assert zone.table("payment") is None  # never written: simply empty
+
+
+def test_a_merged_table_is_compacted_and_keeps_what_it_consumed(tmp_path):
+    import pyarrow as pa
+
+    from totesys_platform.resources.lake import COMPACT_AFTER_FILES, CONSUMED_KEY
+
+    zone = LakeZone(url=str(tmp_path / "processed"))
+    for version in range(COMPACT_AFTER_FILES + 4):  # new members only: every merge adds a file
+        frame = pl.DataFrame({"k": [version], "v": [f"new {version}"]})
+        zone.merge("dim", frame, "k", {CONSUMED_KEY: {"raw": version}})
+    table = zone.table("dim")
+    assert pa.table(table.get_add_actions(flatten=True)).num_rows <= COMPACT_AFTER_FILES
+    assert any(h["operation"] == "OPTIMIZE" for h in table.history())
+    assert zone.consumed("dim") == {"raw": COMPACT_AFTER_FILES + 3}
+    rows = zone.scan("dim").collect().sort("k")
+    assert rows["v"].to_list() == [f"new {v}" for v in range(COMPACT_AFTER_FILES + 4)]
+    # Compaction changes no data: the change feed holds each member's insert once, nothing from OPTIMIZE.
+    assert sum(frame.height for frame in zone.changes("dim", None)) == COMPACT_AFTER_FILES + 4

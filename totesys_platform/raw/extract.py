@@ -158,12 +158,12 @@ def extract_chunks(
 
 
 def ingested_since(zone: LakeZone, table: SourceTable, since: dt.datetime) -> pl.DataFrame:
-    """(key, cursor) of row versions already in the table with cursor >= since; Delta's file statistics
-    prune the scan to the files that can hold such rows, so the cost follows the recent data."""
-    frame = zone.scan(table.name)
+    """(key, cursor) of row versions already in the table with cursor >= since; the Delta log's file
+    statistics limit the read to the files that can hold such rows, so the cost follows the recent data."""
+    frame = zone.read_since(table.name, table.cursor, since, [table.primary_key, table.cursor])
     if frame is None:
         return pl.DataFrame(schema={table.primary_key: pl.Int32, table.cursor: pl.Datetime("us")})
-    return frame.filter(pl.col(table.cursor) >= since).select(table.primary_key, table.cursor).collect()
+    return frame
 
 
 def ingest_table(
