@@ -1,7 +1,6 @@
 """End to end under `dagster dev`: the daemon's change sensor keeps the warehouse fresh with nobody clicking."""
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import pytest
 
 from totesys_platform.automation import IN_FLIGHT
 from totesys_platform.cli import ensure_dagster_home
-from totesys_platform_tests.conftest import REPO, free_port, make_settings
+from totesys_platform_tests.conftest import REPO, free_port, make_settings, stop_process_group
 
 BIN = Path(sys.executable).parent
 
@@ -82,14 +81,7 @@ def test_dagster_dev_sensor_runs_bring_source_changes_to_the_warehouse(tmp_path,
         wait_for(lambda: not instance.get_runs(dg.RunsFilter(statuses=IN_FLIGHT)), 120, "the runs to finish", server)
         print(f"\nsource change -> warehouse under dagster dev (5 s sensor interval): {reached_at - changed_at:.1f} s")
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        finally:
-            try:
-                os.killpg(server.pid, signal.SIGKILL)  # anything that ignored SIGTERM
-            except ProcessLookupError:
-                pass
+        stop_process_group(server)
     assert server.returncode is not None
     runs = instance.get_runs()
     assert len(runs) >= 2

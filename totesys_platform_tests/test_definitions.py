@@ -1,6 +1,5 @@
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from totesys_platform.catalog import SOURCE_TABLES, WAREHOUSE_TABLES
 from totesys_platform.definitions import build_definitions
 from totesys_platform.reports.views import REPORTS
 from totesys_platform.settings import load_settings
-from totesys_platform_tests.conftest import REPO, free_port
+from totesys_platform_tests.conftest import REPO, free_port, stop_process_group
 
 BIN = Path(sys.executable).parent
 
@@ -87,6 +86,7 @@ def test_webserver_serves_the_asset_graph_over_graphql(tmp_path):
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group, stopped whole
     )
     try:
         deadline = time.monotonic() + 120
@@ -110,5 +110,5 @@ def test_webserver_serves_the_asset_graph_over_graphql(tmp_path):
         }
         assert by_key["warehouse/dim_date"]["groupName"] == "warehouse"
     finally:
-        server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=60) is not None
+        stop_process_group(server)
+    assert server.returncode is not None
