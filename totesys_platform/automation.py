@@ -203,25 +203,13 @@ def _error_text(error) -> str:
     description="E-mails the run, the failed step and the error for every failed run (TOTESYS_SMTP_* settings).",
 )
 def totesys_failure_email_sensor(context: dg.RunFailureSensorContext):
-    alerts = AlertSettings.from_env()
-    topic = os.environ.get("TOTESYS_ALERT_SNS_TOPIC_ARN")
-    if alerts is None and not topic:
-        log.warning(
-            "failure alerts are off: set TOTESYS_SMTP_HOST and TOTESYS_ALERT_TO (e-mail) or"
-            " TOTESYS_ALERT_SNS_TOPIC_ARN (SNS) to receive them"
-        )
-        return
     failures = [
         (e.step_key or "(run)", _error_text(e.event_specific_data.error)) for e in context.get_step_failure_events()
     ]
     if not failures:
         failures = [("(run)", context.failure_event.message or "the run failed")]
     run = context.dagster_run
-    message = failure_email(run.run_id, run.job_name, failures, webserver_url(), alerts)
-    if alerts is not None:
-        send_email(alerts, message)
-    if topic:
-        publish_sns(topic, message)
+    notify(failure_email(run.run_id, run.job_name, failures, webserver_url()))
 
 
 def publish_sns(topic_arn: str, message: EmailMessage) -> None:
@@ -229,6 +217,100 @@ def publish_sns(topic_arn: str, message: EmailMessage) -> None:
     import boto3
 
     boto3.client("sns").publish(TopicArn=topic_arn, Subject=message["Subject"][:100], Message=message.get_content())
+
+
+# --- Incident alerts: failed ERROR checks and stale warehouse tables ------------------------------
+
+INCIDENT_SENSOR = "totesys_incident_alert_sensor"
+
+
+def open_incidents(
+    instance: dg.DagsterInstance, check_keys, warehouse_keys, now: float, ui_url: str
+) -> dict[str, dict[str, str]]:
+    """Incident id -> {what, link}: every check whose latest evaluation failed with ERROR severity, and every
+    warehouse table whose freshness policy has failed (no materialisation within its fail window)."""
+    found: dict[str, dict[str, str]] = {}
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(list(check_keys))
+    for key, record in latest.items():
+        if record.status.value != "FAILED" or record.event is None or record.event.dagster_event is None:
+            continue
+        evaluation = record.event.dagster_event.event_specific_data
+        if evaluation.severity != dg.AssetCheckSeverity.ERROR:
+            continue
+        asset = key.asset_key.to_user_string()
+        found[f"check {asset}:{key.name}"] = {
+            "what": f"check {key.name} on {asset} failed: {evaluation.description or 'no description'}",
+            "link": f"{ui_url}/assets/{asset}?view=checks",
+        }
+    window = WAREHOUSE_FRESHNESS.fail_window.to_timedelta().total_seconds()
+    for key in warehouse_keys:
+        event = instance.get_latest_materialization_event(key)
+        if event is None:  # never materialised yet: the first backfill, not a lapse
+            continue
+        age = now - event.timestamp
+        if age > window:
+            asset = key.to_user_string()
+            found[f"freshness {asset}"] = {
+                "what": f"{asset} breaks its freshness policy: last materialised {age / 60:.0f} min ago "
+                f"(fail window {window / 60:.0f} min)",
+                "link": f"{ui_url}/assets/{asset}",
+            }
+    return found
+
+
+def incident_email(kind: str, incidents: dict[str, dict[str, str]], alerts: AlertSettings | None) -> EmailMessage:
+    """One message per change of state: `kind` is ALERT (new incidents) or RESOLVED (ended ones)."""
+    message = EmailMessage()
+    first = next(iter(incidents.values()))["what"]
+    more = f" (+{len(incidents) - 1} more)" if len(incidents) > 1 else ""
+    message["Subject"] = f"[totesys] {kind}: {first}"[:180] + more
+    if alerts is not None:
+        message["From"] = alerts.sender
+        message["To"] = ", ".join(alerts.recipients)
+    lines = []
+    for incident in incidents.values():
+        lines += [f"{kind}: {incident['what']}", f"Open it: {incident['link']}", ""]
+    message.set_content("\n".join(lines))
+    return message
+
+
+def notify(message: EmailMessage) -> bool:
+    """Send by e-mail and/or SNS, as configured; False (and a warning) when neither is."""
+    alerts = AlertSettings.from_env()
+    topic = os.environ.get("TOTESYS_ALERT_SNS_TOPIC_ARN")
+    if alerts is None and not topic:
+        log.warning(
+            "alerts are off: set TOTESYS_SMTP_HOST and TOTESYS_ALERT_TO (e-mail) or"
+            " TOTESYS_ALERT_SNS_TOPIC_ARN (SNS) to receive them"
+        )
+        return False
+    if alerts is not None:
+        if not message["To"]:
+            message["From"], message["To"] = alerts.sender, ", ".join(alerts.recipients)
+        send_email(alerts, message)
+    if topic:
+        publish_sns(topic, message)
+    return True
+
+
+@dg.sensor(
+    name=INCIDENT_SENSOR,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Alerts once when an ERROR check fails or a warehouse table goes stale, and once when it recovers.",
+)
+def totesys_incident_alert_sensor(context: dg.SensorEvaluationContext):
+    graph = context.repository_def.asset_graph
+    warehouse = [k for k in graph.get_all_asset_keys() if k.path[0] == "warehouse"]
+    current = open_incidents(context.instance, graph.asset_check_keys, warehouse, time.time(), webserver_url())
+    previous = json.loads(context.cursor) if context.cursor else {}
+    opened = {k: v for k, v in current.items() if k not in previous}
+    resolved = {k: v for k, v in previous.items() if k not in current}
+    for kind, incidents in (("ALERT", opened), ("RESOLVED", resolved)):
+        if incidents:
+            notify(incident_email(kind, incidents, None))
+    context.update_cursor(json.dumps(current, sort_keys=True))
+    return dg.SkipReason(f"{len(current)} open incident(s); {len(opened)} new, {len(resolved)} resolved this tick")
 
 
 def build_schedules(job) -> list[dg.ScheduleDefinition]:

@@ -12,6 +12,7 @@ from totesys_platform.automation import (
     build_change_sensor,
     build_schedules,
     totesys_failure_email_sensor,
+    totesys_incident_alert_sensor,
 )
 from totesys_platform.processed.assets import build_processed_assets
 from totesys_platform.raw.assets import build_raw_assets
@@ -88,7 +89,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         assets=build_assets(settings),
         asset_checks=build_checks(),
         jobs=[pipeline],
-        sensors=[build_change_sensor(settings.sensor_interval_seconds), totesys_failure_email_sensor],
+        sensors=[
+            build_change_sensor(settings.sensor_interval_seconds),
+            totesys_failure_email_sensor,
+            totesys_incident_alert_sensor,
+        ],
         schedules=build_schedules(pipeline),
         resources=build_resources(settings),
         executor=EXECUTOR,

@@ -14,7 +14,7 @@ from totesys_platform.cli import LOCAL_INSTANCE_YAML
 from totesys_platform.definitions import build_definitions
 from totesys_platform.reports.views import REPORTS
 from totesys_platform.source.simulator import Simulator
-from totesys_platform_tests.conftest import free_port, make_settings, run_graph
+from totesys_platform_tests.conftest import check_evaluation, free_port, make_settings, run_graph
 
 ALL_ASSETS = 33 + len(REPORTS) + 1  # 11 raw, 11 processed, 11 warehouse, the reports and the dashboard
 
@@ -88,7 +88,11 @@ def test_warehouse_assets_carry_the_30_minute_freshness_policy_and_retries(tmp_p
     asset_steps = [n for n in job.graph.node_defs if not n.name.endswith(check_steps)]
     assert len(asset_steps) == 24  # one raw multi-asset, 11 processed, 11 warehouse, one reports multi-asset
     assert all(node.retry_policy and node.retry_policy.max_retries == 2 for node in asset_steps)
-    assert {s.name for s in defs.sensors} == {"totesys_change_sensor", "totesys_failure_email_sensor"}
+    assert {s.name for s in defs.sensors} == {
+        "totesys_change_sensor",
+        "totesys_failure_email_sensor",
+        "totesys_incident_alert_sensor",
+    }
     assert defs.get_schedule_def("nightly_reconciliation_schedule").cron_schedule == "0 2 * * *"
 
 
@@ -277,3 +281,89 @@ def test_a_failed_run_is_published_to_an_sns_topic(platform, tmp_path, moto_endp
     assert result.run_id[:8] in notification["Subject"]
     assert result.run_id in notification["Message"] and "TOTESYS_SOURCE_URL: cannot connect" in notification["Message"]
     assert "hunter2" not in notification["Message"]
+
+
+def wait_for_mail(received: list, count: int, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while len(received) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.3)  # and nothing more arrives
+
+
+@pytest.mark.slow
+def test_a_revoked_grant_is_named_alerted_once_and_its_recovery_too(platform, smtp_inbox, monkeypatch):
+    from totesys_platform.automation import INCIDENT_SENSOR
+    from totesys_platform_tests.test_pipeline import assert_warehouse_matches_source, warehouse_rows
+
+    port, received = smtp_inbox
+    for name, value in {
+        "TOTESYS_SMTP_HOST": "127.0.0.1",
+        "TOTESYS_SMTP_PORT": str(port),
+        "TOTESYS_SMTP_SECURITY": "none",
+        "TOTESYS_ALERT_TO": "data-team@terrifictotes.com",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with psycopg.connect(platform.source_url, autocommit=True) as conn:  # a source role that may only SELECT
+        conn.execute("DROP ROLE IF EXISTS tote_reader")
+        conn.execute("CREATE ROLE tote_reader LOGIN")
+        conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO tote_reader")
+    reader = type(platform)(
+        **{**platform.__dict__, "source_url": platform.source_url.replace("postgres:@", "tote_reader@", 1)}
+    )
+    defs = build_definitions(reader)
+    instance = dg.DagsterInstance.ephemeral()
+    sensor = defs.get_sensor_def(INCIDENT_SENSOR)
+    cursor = None
+
+    def tick():
+        nonlocal cursor
+        with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs) as context:
+            sensor.evaluate_tick(context)
+            cursor = context.cursor
+
+    assert run_graph(reader, instance=instance).success
+    seen = {t: warehouse_rows(reader, t) for t in ("fact_sales_order", "fact_purchase_order", "fact_payment")}
+    tick()
+    assert received == []
+    with psycopg.connect(platform.source_url, autocommit=True) as conn:
+        conn.execute("REVOKE SELECT ON payment FROM tote_reader")
+        conn.execute("UPDATE payment SET paid = NOT paid, last_updated = localtimestamp WHERE payment_id = 3")
+    blocked = run_graph(reader, instance=instance)
+    readable = check_evaluation(blocked, "raw/payment", "source_table_is_readable")
+    assert not readable.passed and readable.severity == dg.AssetCheckSeverity.ERROR
+    assert "'tote_reader' may not read table 'payment'" in readable.description
+    assert 'GRANT SELECT ON "payment" TO "tote_reader"' in readable.description
+    materialized = {e.asset_key.to_user_string() for e in blocked.get_asset_materialization_events()}
+    assert "raw/sales_order" in materialized and "raw/payment" not in materialized  # the others go on
+    tick()
+    tick()  # the same incident: no second alert
+    wait_for_mail(received, 1)
+    (alert,) = received
+    subject = " ".join(alert["Subject"].split())  # unfolded
+    assert subject.startswith("[totesys] ALERT: check source_table_is_readable on raw/payment failed")
+    assert "may not read table 'payment'" in subject
+    body = alert.get_payload(decode=True).decode()
+    assert "GRANT SELECT" in body and "/assets/raw/payment?view=checks" in body
+    with psycopg.connect(platform.source_url, autocommit=True) as conn:
+        conn.execute("GRANT SELECT ON payment TO tote_reader")
+    assert run_graph(reader, instance=instance).success
+    tick()
+    wait_for_mail(received, 2)
+    assert len(received) == 2 and received[1]["Subject"].startswith(
+        "[totesys] RESOLVED: check source_table_is_readable"
+    )
+    assert_warehouse_matches_source(reader, seen)  # the change made meanwhile arrived, exactly once
+
+
+def test_a_warehouse_table_past_its_freshness_window_is_an_incident_until_it_is_materialised(platform):
+    from totesys_platform.automation import open_incidents
+
+    instance = dg.DagsterInstance.ephemeral()
+    keys = [dg.AssetKey(["warehouse", "fact_payment"]), dg.AssetKey(["warehouse", "dim_date"])]
+    assert open_incidents(instance, [], keys, time.time(), "http://ui") == {}  # never materialised: no lapse
+    assert run_graph(platform, instance=instance).success
+    assert open_incidents(instance, [], keys, time.time(), "http://ui") == {}
+    later = open_incidents(instance, [], keys, time.time() + 31 * 60, "http://ui")  # 31 minutes on, no run
+    assert set(later) == {"freshness warehouse/fact_payment", "freshness warehouse/dim_date"}
+    assert "last materialised 31 min ago (fail window 30 min)" in later["freshness warehouse/fact_payment"]["what"]
+    assert later["freshness warehouse/dim_date"]["link"] == "http://ui/assets/warehouse/dim_date"

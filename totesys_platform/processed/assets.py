@@ -23,7 +23,7 @@ from totesys_platform.processed.checks import (
 )
 from totesys_platform.raw.checks import raw_key
 from totesys_platform.resources.io_managers import LakeTable
-from totesys_platform.resources.lake import LakeZone
+from totesys_platform.resources.lake import LakeZone, OldLayoutError, ZoneDataError
 from totesys_platform.resources.postgres import PostgresResource
 
 PROCESSED_GROUP = "processed"
@@ -98,6 +98,8 @@ def build_processed_asset(table: WarehouseTable, **asset_kwargs) -> dg.AssetsDef
         except BatchRejectedError as rejected:
             yield quality_check_result(table, rejected.results)
             raise dg.Failure(description=str(rejected), allow_retries=False) from rejected
+        except (ZoneDataError, OldLayoutError) as unreadable:  # permanent: a retry would read the same bytes
+            raise dg.Failure(description=str(unreadable), allow_retries=False) from unreadable
         context.log.info(f"processed/{table.name}: {outcome.metadata['dagster/row_count']} rows")
         yield quality_check_result(table, outcome.quality)
         if table.is_fact:

@@ -6,6 +6,7 @@ import dagster as dg
 from totesys_platform.catalog import WAREHOUSE_TABLES, WarehouseTable
 from totesys_platform.processed.assets import processed_key
 from totesys_platform.resources.io_managers import LakeTable
+from totesys_platform.resources.lake import OldLayoutError, ZoneDataError
 from totesys_platform.resources.postgres import PostgresResource
 from totesys_platform.warehouse.load import ensure_warehouse, load_table
 
@@ -46,7 +47,10 @@ def build_warehouse_asset(table: WarehouseTable, **asset_kwargs) -> dg.AssetsDef
         with warehouse_db.connect() as conn:
             ensure_warehouse(conn, warehouse.schema_name)
             conn.commit()
-            result = load_table(conn, processed, table, warehouse.schema_name)
+            try:
+                result = load_table(conn, processed, table, warehouse.schema_name)
+            except (ZoneDataError, OldLayoutError) as unreadable:  # permanent: a retry reads the same bytes
+                raise dg.Failure(description=str(unreadable), allow_retries=False) from unreadable
         loaded = (
             "nothing new" if result.to_version is None else f"Delta versions {result.from_version}..{result.to_version}"
         )
