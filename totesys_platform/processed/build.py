@@ -79,7 +79,10 @@ def dimension_keys(table: WarehouseTable, dimensions: dict[str, LakeTable]) -> d
         frame = handle.scan()
         if frame is not None:
             key = WAREHOUSE_TABLES_BY_NAME[name].key
-            keys[name] = frame.select(key).collect()[key]
+            try:
+                keys[name] = frame.select(key).collect()[key]
+            except (pl.exceptions.PolarsError, OSError) as err:
+                raise handle.zone.data_error(name, err) from err
     return keys
 
 
