@@ -186,3 +186,36 @@ def test_foreign_and_corrupt_files_in_the_zones(locked_down, sample_source):
 
 def newest_data_file(table: Path) -> Path:
     return max(table.glob("*.parquet"), key=lambda p: p.stat().st_mtime_ns)
+
+
+def test_a_malformed_url_names_the_setting_and_hides_the_password(tmp_path):
+    from totesys_platform.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="TOTESYS_WAREHOUSE_URL") as raised:
+        load_settings({"TOTESYS_HOME": str(tmp_path), "TOTESYS_WAREHOUSE_URL": f"mysql://u:{OWNER_PASSWORD}@h/db"})
+    assert OWNER_PASSWORD not in str(raised.value) and quote(OWNER_PASSWORD, safe="") not in str(raised.value)
+
+
+@pytest.mark.slow
+def test_malformed_dates_and_impossible_quantities_are_quarantined_and_their_fix_flows(locked_down, sample_source):
+    from totesys_platform.source.simulator import Simulator
+
+    settings, admin = locked_down
+    assert run_graph(settings).success
+    seen = {t: warehouse_rows(admin, t) for t in ("fact_sales_order", "fact_purchase_order", "fact_payment")}
+    with psycopg.connect(sample_source) as conn:
+        simulator = Simulator(conn, seed=3)
+        bad_date, bad_quantity = simulator.inject_malformed_date(), simulator.inject_out_of_range_quantity()
+    result = run_graph(settings)
+    quarantine = check_evaluation(result, "processed/fact_sales_order", "fact_sales_order_quarantine_is_empty")
+    assert not quarantine.passed and quarantine.metadata["quarantined_rows"].value == 2
+    assert {bad_date, bad_quantity}.isdisjoint(
+        r[0] for r in warehouse_rows(admin, "fact_sales_order") if r not in seen["fact_sales_order"]
+    )
+    with psycopg.connect(sample_source, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE sales_order SET agreed_delivery_date = '2024-12-01', units_sold = 5000,"
+            " last_updated = localtimestamp WHERE sales_order_id IN (%s, %s)",
+            (bad_date, bad_quantity),
+        )
+    normal_run_recovers(settings, admin, seen)
