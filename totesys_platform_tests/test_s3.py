@@ -50,3 +50,37 @@ def test_a_missing_bucket_fails_with_a_clear_message(moto_endpoint, sample_sourc
         LakeZone(url=settings.ingestion_url, zone_name="ingestion").check_reachable()
     result = run_graph(settings, "group:raw", raise_on_error=False)
     assert not result.success and "no-such-bucket" in failure_text(result)
+
+
+@pytest.mark.slow
+def test_no_ingestion_object_is_ever_rewritten_or_deleted_on_s3(moto_endpoint, sample_source, new_database, tmp_path):
+    import psycopg
+
+    from totesys_platform.source.simulator import Simulator
+
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
+    for bucket in ("etag-ingestion", "etag-processed"):
+        s3.create_bucket(Bucket=bucket)
+    settings = make_settings(
+        tmp_path,
+        sample_source,
+        new_database("wh_etag"),
+        TOTESYS_INGESTION_URL="s3://etag-ingestion/zone",
+        TOTESYS_PROCESSED_URL="s3://etag-processed/zone",
+    )
+
+    def objects() -> dict[str, str]:
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket="etag-ingestion")
+        return {o["Key"]: o["ETag"] for page in pages for o in page.get("Contents", [])}
+
+    assert run_graph(settings).success
+    before = objects()
+    for seed in range(6):  # past a checkpoint of the busiest tables (every 5 commits)
+        with psycopg.connect(sample_source) as conn:
+            Simulator(conn, seed=seed).run(8)
+        assert run_graph(settings).success
+    after = objects()
+    assert before.keys() <= after.keys()  # nothing deleted
+    changed = {key for key in before if before[key] != after[key]}
+    assert all(key.endswith("/_delta_log/_last_checkpoint") for key in changed), changed
+    assert any(key.endswith(".checkpoint.parquet") for key in after)  # the series did pass a checkpoint
