@@ -8,7 +8,7 @@ from totesys_platform.processed.assets import processed_key
 from totesys_platform.resources.io_managers import LakeTable
 from totesys_platform.resources.lake import OldLayoutError, ZoneDataError
 from totesys_platform.resources.postgres import PostgresResource
-from totesys_platform.warehouse.load import ensure_warehouse, load_table
+from totesys_platform.warehouse.load import ReferentialIntegrityError, ensure_warehouse, load_table
 
 WAREHOUSE_GROUP = "warehouse"
 
@@ -49,8 +49,9 @@ def build_warehouse_asset(table: WarehouseTable, **asset_kwargs) -> dg.AssetsDef
             conn.commit()
             try:
                 result = load_table(conn, processed, table, warehouse.schema_name)
-            except (ZoneDataError, OldLayoutError) as unreadable:  # permanent: a retry reads the same bytes
-                raise dg.Failure(description=str(unreadable), allow_retries=False) from unreadable
+            except (ZoneDataError, OldLayoutError, ReferentialIntegrityError) as permanent:
+                # A retry would read the same bytes or miss the same dimension rows: fail at once.
+                raise dg.Failure(description=str(permanent), allow_retries=False) from permanent
         loaded = (
             "nothing new" if result.to_version is None else f"Delta versions {result.from_version}..{result.to_version}"
         )
