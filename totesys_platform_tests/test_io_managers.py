@@ -66,3 +66,22 @@ def test_a_merged_table_is_compacted_and_keeps_what_it_consumed(tmp_path):
     assert rows["v"].to_list() == [f"new {v}" for v in range(COMPACT_AFTER_FILES + 4)]
     # Compaction changes no data: the change feed holds each member's insert once, nothing from OPTIMIZE.
     assert sum(frame.height for frame in zone.changes("dim", None)) == COMPACT_AFTER_FILES + 4
+
+
+def test_a_users_frame_is_stored_as_a_delta_table_and_read_back_lazily(tmp_path):
+    from totesys_platform.resources.io_managers import LakeIOManager
+
+    @dg.asset(io_manager_key="processed_io_manager")
+    def top_designs() -> pl.DataFrame:
+        return pl.DataFrame({"design_id": [3, 1], "units": [900, 40]})
+
+    @dg.asset(io_manager_key="processed_io_manager")
+    def top_design(top_designs: pl.LazyFrame) -> pl.DataFrame:
+        return top_designs.sort("units", descending=True).head(1).collect()
+
+    manager = LakeIOManager(zone=LakeZone(url=str(tmp_path / "processed")))
+    result = dg.materialize([top_designs, top_design], resources={"processed_io_manager": manager})
+    assert result.success
+    assert LakeZone(url=str(tmp_path / "processed")).scan("top_design").collect().rows() == [(3, 900)]
+    metadata = result.asset_materializations_for_node("top_designs")[0].metadata
+    assert metadata["rows_committed"].value == 2 and metadata["delta_version"].value == 0

@@ -61,9 +61,6 @@ class LakeTable:
     def scan(self) -> pl.LazyFrame | None:
         return self.zone.scan(self.name, self.schema)
 
-    def row_count(self) -> int:
-        return self.zone.row_count(self.name)
-
 
 @dataclass
 class TableAppend:
@@ -110,15 +107,14 @@ class LakeIOManager(dg.ConfigurableIOManager):
             )
         elif isinstance(obj, TableMerge):
             obj.commit = self.zone.merge(name, obj.frame, obj.key, obj.metadata)
-        elif isinstance(obj, (pl.DataFrame, pl.LazyFrame)):
-            frame = obj.collect() if isinstance(obj, pl.LazyFrame) else obj
+        elif isinstance(obj, (pl.DataFrame, pl.LazyFrame)):  # a user's own asset: appended as it is
             with Spool() as spool:
-                spool.add(frame)
-                commit = self.zone.append(name, spool.reader(), {}, append_only=False)
-            obj = commit
+                spool.add(obj.collect() if isinstance(obj, pl.LazyFrame) else obj)
+                obj = TableAppend(None, {}, pl.Schema())
+                obj.commit = self.zone.append(name, spool.reader(), {}, append_only=False)
         else:
             raise TypeError(f"{context.asset_key.to_user_string()}: cannot store a {type(obj).__name__} in the lake")
-        commit = obj if isinstance(obj, Commit) else obj.commit
+        commit = obj.commit
         context.add_output_metadata(
             {
                 "table_uri": dg.MetadataValue.path(self.zone.uri(name)),

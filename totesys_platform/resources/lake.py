@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import dagster as dg
@@ -381,17 +381,3 @@ class _Counting:
                 yield batch
 
         return pa.RecordBatchReader.from_batches(self.data.schema, batches())
-
-
-def spooled(frames: Iterable[pl.DataFrame], on_chunk: Callable[[pl.DataFrame], None] | None = None) -> Spool:
-    """Spool the frames (each checked by `on_chunk` first); the caller closes the spool."""
-    spool = Spool()
-    try:
-        for frame in frames:
-            if on_chunk is not None:
-                on_chunk(frame)
-            spool.add(frame)
-    except BaseException:
-        spool.close()
-        raise
-    return spool
