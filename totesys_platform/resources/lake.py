@@ -27,7 +27,6 @@ import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
-from pydantic import PrivateAttr
 
 from totesys_platform.settings import s3_storage_options
 
@@ -45,6 +44,12 @@ CONSUMED_KEY = "totesys.consumed"  # commit metadata: {input table: last version
 # A merged table (a dimension) gains files with every merge; past this many it is compacted, so reading it
 # costs what its rows cost, not what its history of merges cost.
 COMPACT_AFTER_FILES = 8
+
+
+# Tables loaded in this process, by URI, shared by the zone resources and the IO managers (which Dagster
+# gives separate instances): a later use only lists the log after the version in hand (update_incremental)
+# instead of reading the checkpoint and its commits again.
+_LOADED: dict[str, DeltaTable] = {}
 
 
 class ZoneUnavailableError(RuntimeError):
@@ -122,9 +127,6 @@ class LakeZone(dg.ConfigurableResource):
 
     url: str
     zone_name: str = "lake"
-    # Tables loaded in this process: the next use only lists the log after the version in hand
-    # (update_incremental), instead of reading the checkpoint and its commits again.
-    _tables: dict[str, DeltaTable] = PrivateAttr(default_factory=dict)
 
     @property
     def is_local(self) -> bool:
@@ -169,13 +171,14 @@ class LakeZone(dg.ConfigurableResource):
 
     def table(self, name: str) -> DeltaTable | None:
         """The Delta table `name` at its newest version, or None if it has never been written."""
-        cached = self._tables.get(name)
+        uri = self.uri(name)
+        cached = _LOADED.get(uri)
         try:
             if cached is not None:
                 cached.update_incremental()
                 return cached
-            self._tables[name] = DeltaTable(self.uri(name), storage_options=self.storage_options)
-            return self._tables[name]
+            _LOADED[uri] = DeltaTable(uri, storage_options=self.storage_options)
+            return _LOADED[uri]
         except TableNotFoundError:
             self._refuse_old_layout(name)
             return None
