@@ -33,7 +33,7 @@ import dagster as dg
 import psycopg
 from psycopg import sql
 
-from benchmarks.run import BIN, REPO, RESULTS, fresh_database, log, run_child
+from benchmarks.run import BIN, REPO, RESULTS, fresh_database, log, platform_env, run_child
 from totesys_platform.automation import NIGHTLY_ONLY_CHECKS
 from totesys_platform.definitions import build_assets, build_resources
 from totesys_platform.resources.embedded import start_embedded_server
@@ -161,16 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     warehouse_db = "age_warehouse"
     warehouse_url = fresh_database(admin_url, warehouse_db)
     lake = home / "lake"
-    subprocess.run(["rm", "-rf", str(lake)], check=True)
-    base_env = {
-        "TOTESYS_HOME": str(home),
-        "TOTESYS_SOURCE_URL": source_url,
-        "TOTESYS_WAREHOUSE_URL": warehouse_url,
-        "TOTESYS_INGESTION_URL": str(lake / "ingestion"),
-        "TOTESYS_PROCESSED_URL": str(lake / "processed"),
-        "TOTESYS_REPORTS_URL": str(lake / "reports"),
-        "TOTESYS_MAX_RETRIES": "0",
-    }
+    base_env = platform_env(home, lake, source_url, warehouse_url)
     run_child([str(BIN / "totesys"), "source", "generate", "--scale", "1", "--seed", "42"], {**os.environ, **base_env})
     moto = MotoServer(home)
     ages = sorted(int(a) for a in args.ages.split(","))

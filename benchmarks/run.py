@@ -53,6 +53,20 @@ def fresh_database(admin_url: str, name: str) -> str:
     return admin_url.replace("/postgres?", f"/{name}?", 1)
 
 
+def platform_env(home: Path, lake: Path, source_url: str, warehouse_url: str) -> dict[str, str]:
+    """The platform's settings for a benchmark run: its databases and a fresh local lake, no retries."""
+    shutil.rmtree(lake, ignore_errors=True)
+    return {
+        "TOTESYS_HOME": str(home),
+        "TOTESYS_SOURCE_URL": source_url,
+        "TOTESYS_WAREHOUSE_URL": warehouse_url,
+        "TOTESYS_INGESTION_URL": str(lake / "ingestion"),
+        "TOTESYS_PROCESSED_URL": str(lake / "processed"),
+        "TOTESYS_REPORTS_URL": str(lake / "reports"),
+        "TOTESYS_MAX_RETRIES": "0",
+    }
+
+
 def run_child(args: list[str], env: dict[str, str]) -> tuple[float, str]:
     started = time.perf_counter()
     done = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True)
@@ -145,20 +159,9 @@ def bench_scale(
     scale: float, events: list[int], home: Path, admin_url: str, seed: int, peer: bool, source_index: bool = False
 ) -> list[dict]:
     tag = f"s{str(scale).replace('.', '_')}"
-    lake = home / f"lake-{tag}"
-    shutil.rmtree(lake, ignore_errors=True)
     source_url = fresh_database(admin_url, f"bench_source_{tag}")
     warehouse_url = fresh_database(admin_url, f"bench_warehouse_{tag}")
-    env = {
-        **os.environ,
-        "TOTESYS_HOME": str(home),
-        "TOTESYS_SOURCE_URL": source_url,
-        "TOTESYS_WAREHOUSE_URL": warehouse_url,
-        "TOTESYS_INGESTION_URL": str(lake / "ingestion"),
-        "TOTESYS_PROCESSED_URL": str(lake / "processed"),
-        "TOTESYS_REPORTS_URL": str(lake / "reports"),
-        "TOTESYS_MAX_RETRIES": "0",
-    }
+    env = {**os.environ, **platform_env(home, home / f"lake-{tag}", source_url, warehouse_url)}
     totesys = str(BIN / "totesys")
     run_child([totesys, "source", "create", "--replace"], env)
     generate_seconds, _ = run_child([totesys, "source", "generate", "--scale", str(scale), "--seed", str(seed)], env)

@@ -9,17 +9,20 @@ from totesys_platform_tests.conftest import failure_text, make_settings, run_gra
 from totesys_platform_tests.test_pipeline import assert_warehouse_matches_source, warehouse_rows
 
 
+def s3_settings(moto_endpoint, tmp_path, source_url, warehouse_url, ingestion: str, processed: str):
+    """Settings with both zones on buckets of moto's server (created here)."""
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
+    for url in (ingestion, processed):
+        s3.create_bucket(Bucket=url.removeprefix("s3://").split("/", 1)[0])
+    return s3, make_settings(
+        tmp_path, source_url, warehouse_url, TOTESYS_INGESTION_URL=ingestion, TOTESYS_PROCESSED_URL=processed
+    )
+
+
 @pytest.mark.slow
 def test_pipeline_on_s3_matches_the_local_run(moto_endpoint, sample_source, new_database, tmp_path):
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
-    for bucket in ("tote-ingestion", "tote-processed"):
-        s3.create_bucket(Bucket=bucket)
-    settings = make_settings(
-        tmp_path,
-        sample_source,
-        new_database("wh_s3"),
-        TOTESYS_INGESTION_URL="s3://tote-ingestion/zone",
-        TOTESYS_PROCESSED_URL="s3://tote-processed",
+    s3, settings = s3_settings(
+        moto_endpoint, tmp_path, sample_source, new_database("wh_s3"), "s3://tote-ingestion/zone", "s3://tote-processed"
     )
     assert run_graph(settings).success
     assert_warehouse_matches_source(settings)
@@ -58,15 +61,13 @@ def test_no_ingestion_object_is_ever_rewritten_or_deleted_on_s3(moto_endpoint, s
 
     from totesys_platform.source.simulator import Simulator
 
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
-    for bucket in ("etag-ingestion", "etag-processed"):
-        s3.create_bucket(Bucket=bucket)
-    settings = make_settings(
+    s3, settings = s3_settings(
+        moto_endpoint,
         tmp_path,
         sample_source,
         new_database("wh_etag"),
-        TOTESYS_INGESTION_URL="s3://etag-ingestion/zone",
-        TOTESYS_PROCESSED_URL="s3://etag-processed/zone",
+        "s3://etag-ingestion/zone",
+        "s3://etag-processed/zone",
     )
 
     def objects() -> dict[str, str]:
