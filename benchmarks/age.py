@@ -37,7 +37,7 @@ from benchmarks.run import BIN, REPO, RESULTS, fresh_database, log, platform_env
 from totesys_platform.automation import NIGHTLY_ONLY_CHECKS
 from totesys_platform.definitions import build_assets, build_resources
 from totesys_platform.resources.embedded import start_embedded_server
-from totesys_platform.resources.lake import CHECKPOINT_INTERVAL
+from totesys_platform.resources.lake import _LOADED, CHECKPOINT_INTERVAL
 from totesys_platform.settings import load_settings
 from totesys_platform.source.simulator import Simulator
 from totesys_platform.warehouse.checks import build_checks
@@ -50,6 +50,9 @@ def routine_checks():
 
 
 def run_once(env: dict[str, str]) -> float:
+    """One run of every asset and the routine checks, in process. Each production run is a process of its
+    own that loads every Delta table afresh, so the tables loaded by the previous run are forgotten."""
+    _LOADED.clear()
     settings = load_settings(env)
     started = time.perf_counter()
     result = dg.materialize(
@@ -150,9 +153,10 @@ def measure_age(age, moto, base_env, admin_url, source_url, warehouse_db, lake, 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ages", default="10,1000")
-    parser.add_argument("--measure", type=int, default=CHECKPOINT_INTERVAL)
+    parser.add_argument("--measure", type=int, default=2 * CHECKPOINT_INTERVAL)
     parser.add_argument("--events", type=int, default=5, help="simulator events before each run")
     parser.add_argument("--home", default=str(REPO / ".totesys-bench" / "age"))
+    parser.add_argument("--label", default="", help="suffix of the result files' names")
     args = parser.parse_args(argv)
     home = Path(args.home).resolve()
     home.mkdir(parents=True, exist_ok=True)
@@ -189,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     document = {"meta": meta, "ages": measured, "local_history_seconds": history}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"{dt.date.today().isoformat()}-age"
+    stem = RESULTS / f"{dt.date.today().isoformat()}-age{'-' + args.label if args.label else ''}"
     stem.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n")
     stem.with_suffix(".md").write_text(markdown(document))
     print(markdown(document))
