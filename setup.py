@@ -39,6 +39,11 @@ setup(
         "test": ["pytest==9.2.0", "moto[server]==5.2.5", "ruff==0.17.6", "aiosmtpd==1.4.6"],
         # The benchmark's peer (benchmarks/peer_dlt.py): python -m benchmarks.run --peer
         "bench": ["dlt[postgres,sql-database,parquet]==1.31.0"],
+        # The AWS deployment as a CDK app (deploy/): the CDK library (runs on Node.js) and cfn-lint.
+        # checkov, the security scan, pins boto3==1.35.49, which the Dagster stack's s3fs/aiobotocore
+        # cannot use (botocore 1.43), so it lives in a virtual environment of its own, `.venv-checkov`,
+        # made by scripts/bootstrap (as pipx would): `pip install checkov==3.3.30` there.
+        "deploy": ["aws-cdk-lib==2.275.0", "constructs==10.8.1", "cfn-lint==1.58.0"],
     },
     entry_points={"console_scripts": ["totesys=totesys_platform.cli:main"]},
 )

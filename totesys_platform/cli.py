@@ -15,7 +15,7 @@ from psycopg import sql
 from totesys_platform.definitions import database_resource
 from totesys_platform.resources.embedded import embedded_server_running, start_embedded_server, stop_embedded_server
 from totesys_platform.resources.postgres import PostgresResource
-from totesys_platform.settings import Settings, SettingsError, load_settings
+from totesys_platform.settings import Settings, SettingsError, load_settings, settings_from_stack_outputs
 
 LOCAL_INSTANCE_YAML = Path(__file__).with_name("local_dagster.yaml")
 
@@ -173,6 +173,18 @@ Dagster UI:      DAGSTER_HOME={ensure_dagster_home(settings)} .venv/bin/dagster 
     return 0
 
 
+def cmd_stack_settings(args) -> int:
+    """The deployed stack's outputs as shell settings (no secret: the stack outputs secret ids only)."""
+    import shlex
+
+    import boto3
+
+    stack = boto3.client("cloudformation").describe_stacks(StackName=args.stack_name)["Stacks"][0]
+    for key, value in sorted(settings_from_stack_outputs(stack.get("Outputs", [])).items()):
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="totesys", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -199,11 +211,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--fresh", action="store_true", help="regenerate the source first")
     sub.add_parser("materialize", help="materialise every asset (the contract command)")
     sub.add_parser("settings", help="print the settings (secrets redacted)")
+    stack = sub.add_parser("stack-settings", help="print `export` lines of the settings a deployed stack outputs")
+    stack.add_argument("stack_name", help="the CloudFormation stack, e.g. TotesysPlatform-prod")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "stack-settings":
+        return cmd_stack_settings(args)
     try:
         settings = load_settings()
         if args.command == "settings":

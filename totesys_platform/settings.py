@@ -180,3 +180,13 @@ def _dagster_pg_url(url: str | None) -> str | None:
             "makes SQLAlchemy pick psycopg 3, which dagster-postgres cannot use"
         )
     return url
+
+
+def settings_from_stack_outputs(outputs: list[dict]) -> dict[str, str]:
+    """The platform's settings from a deployed stack's outputs (deploy/stack.py): each output's description
+    is the exact name of the setting it sets."""
+    return {
+        output["Description"]: output["OutputValue"]
+        for output in outputs
+        if output.get("Description", "").startswith("TOTESYS_")
+    }

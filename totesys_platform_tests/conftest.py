@@ -150,10 +150,13 @@ def moto_endpoint() -> Iterator[str]:
     import urllib.request
 
     port = free_port()
+    recording = Path(tempfile.mkdtemp(prefix="moto-")) / "recording.jsonl"
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # moto's request recorder (off until a test starts it: /moto-api/recorder/start-recording)
+        env={**os.environ, "MOTO_RECORDER_FILEPATH": str(recording)},
     )
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -182,6 +185,7 @@ def moto_endpoint() -> Iterator[str]:
         server.wait(timeout=10)
     except subprocess.TimeoutExpired:
         server.kill()
+    shutil.rmtree(recording.parent, ignore_errors=True)
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
