@@ -10,6 +10,7 @@ settings, each output's description being the setting's exact name (`totesys sta
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
@@ -24,6 +25,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
+REPO = Path(__file__).resolve().parents[1]  # the image is built from the repository root
 DAGSTER_HOME = "/opt/dagster/dagster_home"
 # deploy/dagster.yaml reads the Dagster instance database URL from DAGSTER_PG_URL, which ECS injects from
 # the "url" key of the instance database secret.
@@ -45,7 +47,7 @@ class DeploySettings:
     warehouse_secret_arn: str | None = None  # with create_database false: existing secrets
     instance_db_secret_arn: str | None = None  # JSON {"url": "postgresql+psycopg2://..."}
     warehouse_schema: str = "warehouse"
-    log_retention_days: int = 90
+    webserver_cidr: str | None = None  # who may reach the UI on port 3000 (your VPN's range); None: no one
 
     @classmethod
     def from_context(cls, node) -> DeploySettings:
@@ -68,6 +70,7 @@ class DeploySettings:
             warehouse_secret_arn=get("warehouse_secret_arn"),
             instance_db_secret_arn=get("instance_db_secret_arn"),
             warehouse_schema=get("warehouse_schema", "warehouse"),
+            webserver_cidr=get("webserver_cidr"),
         )
         settings.validate()
         return settings
@@ -192,6 +195,10 @@ class TotesysPlatformStack(cdk.Stack):
             description="totesys platform tasks: no inbound; outbound to AWS APIs and the databases",
             allow_all_outbound=True,
         )
+        if settings.webserver_cidr:
+            self.tasks_sg.add_ingress_rule(
+                ec2.Peer.ipv4(settings.webserver_cidr), ec2.Port.tcp(3000), "the Dagster UI, from webserver_cidr"
+            )
 
         # --- database (optional) -----------------------------------------------------------------
         if settings.create_database:
@@ -285,9 +292,9 @@ class TotesysPlatformStack(cdk.Stack):
             ecs.ContainerImage.from_registry(settings.image_uri)
             if settings.image_uri
             else ecs.ContainerImage.from_asset(
-                "..",
+                str(REPO),
                 file="deploy/Dockerfile",
-                exclude=[".venv*", ".git", ".totesys*", "deploy/cdk.out", "**/__pycache__"],
+                exclude=[".venv*", ".git", ".totesys*", "deploy/cdk.out", "**/__pycache__", "benchmarks"],
             )
         )
         self.execution_role = iam.Role(

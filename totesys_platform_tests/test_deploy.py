@@ -76,7 +76,7 @@ def synth(out: Path, **context: str) -> dict:
 def templates(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
     """The default deployment (new VPC, RDS) and one into an existing VPC with existing database secrets."""
     variants = {
-        "default": {"alert_email": "data-team@example.com"},
+        "default": {"alert_email": "data-team@example.com", "webserver_cidr": "10.20.0.0/16"},
         "existing": {
             "env_name": "staging",
             "vpc_id": "vpc-0123456789abcdef0",
@@ -203,6 +203,17 @@ def test_the_existing_vpc_variant_creates_no_network_and_no_database(templates):
         subnets = service["Properties"]["NetworkConfiguration"]["AwsvpcConfiguration"]["Subnets"]
         assert subnets == ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]
     assert EXISTING_SECRET.format("warehouse") in json.dumps(template["Outputs"])
+
+
+def test_without_an_image_uri_cdk_deploy_builds_the_dockerfile(tmp_path):
+    out = tmp_path / "cdk.out"
+    synth(out, image_uri="")
+    assets = json.loads((out / "TotesysPlatform-prod.assets.json").read_text())["dockerImages"]
+    [image] = assets.values()
+    assert image["source"]["dockerFile"] == "deploy/Dockerfile"
+    context = out / image["source"]["directory"]
+    assert (context / "totesys_platform" / "definitions.py").exists() and (context / "setup.py").exists()
+    assert not (context / ".venv").exists() and not (context / ".git").exists()
 
 
 # --- deployed to moto ----------------------------------------------------------------------------------
