@@ -53,9 +53,10 @@ def fresh_database(admin_url: str, name: str) -> str:
     return admin_url.replace("/postgres?", f"/{name}?", 1)
 
 
-def platform_env(home: Path, lake: Path, source_url: str, warehouse_url: str) -> dict[str, str]:
-    """The platform's settings for a benchmark run: its databases and a fresh local lake, no retries."""
-    shutil.rmtree(lake, ignore_errors=True)
+def platform_env(home: Path, lake: Path, source_url: str, warehouse_url: str, fresh: bool = True) -> dict[str, str]:
+    """The platform's settings for a benchmark run: its databases and a local lake (fresh: emptied), no retries."""
+    if fresh:
+        shutil.rmtree(lake, ignore_errors=True)
     return {
         "TOTESYS_HOME": str(home),
         "TOTESYS_SOURCE_URL": source_url,
