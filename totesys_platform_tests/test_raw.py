@@ -4,6 +4,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import psycopg
+import pyarrow as pa
 import pytest
 
 from totesys_platform.catalog import SOURCE_TABLES, SOURCE_TABLES_BY_NAME
@@ -227,6 +228,11 @@ def test_ingestion_tables_are_append_only_delta_tables_whose_files_never_change(
     payment = DeltaTable(str(zone_root / "payment"))
     config = payment.metadata().configuration
     assert config["delta.appendOnly"] == "true" and config["delta.enableExpiredLogCleanup"] == "false"
+    # File statistics only on what the dedup read prunes by: the checkpoint, which lists every file of a
+    # table never compacted, stays small (benchmarks/results: 991 kB -> 313 kB at 1,000 commits).
+    assert config["delta.dataSkippingStatsColumns"] == "payment_id,last_updated"
+    stats = {c for c in pa.table(payment.get_add_actions(flatten=True)).column_names if c.startswith(("min.", "max."))}
+    assert stats == {"min.payment_id", "max.payment_id", "min.last_updated", "max.last_updated"}
     history = payment.history()
     assert all(h["operation"] == "WRITE" and h["operationParameters"]["mode"] == "Append" for h in history)
     assert all("watermark" in h and "run_id" in h for h in history)

@@ -128,7 +128,11 @@ def build_raw_assets(
                     yield from selected_checks(context, readable_check_result(table, str(err)))
                     continue
                 output = TableAppend(
-                    result.spool, result.commit_metadata(context.run_id), table.schema, append_only=True
+                    result.spool,
+                    result.commit_metadata(context.run_id),
+                    table.schema,
+                    append_only=True,
+                    stats_columns=[table.primary_key, table.cursor],  # the dedup read prunes on the cursor
                 )
                 try:
                     yield dg.Output(

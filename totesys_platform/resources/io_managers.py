@@ -71,6 +71,7 @@ class TableAppend:
     schema: pl.Schema
     append_only: bool = True
     record_progress: bool = False  # commit even with no rows, to record what was consumed
+    stats_columns: list[str] | None = None  # file statistics for these columns only (a new table's setting)
     commit: Commit | None = field(default=None, init=False)
 
 
@@ -104,6 +105,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
                 append_only=obj.append_only,
                 empty_commit=obj.record_progress,
                 empty_schema=empty,
+                stats_columns=obj.stats_columns,
             )
         elif isinstance(obj, TableMerge):
             obj.commit = self.zone.merge(name, obj.frame, obj.key, obj.metadata)

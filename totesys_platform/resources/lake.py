@@ -299,6 +299,7 @@ class LakeZone(dg.ConfigurableResource):
         append_only: bool,
         empty_commit: bool = False,
         empty_schema: pl.DataFrame | None = None,
+        stats_columns: list[str] | None = None,
     ) -> Commit:
         """Append the stream as one commit carrying `metadata`. No rows: no commit, unless `empty_commit`
         (a commit that only records what was consumed; `empty_schema` creates the table if need be)."""
@@ -315,6 +316,10 @@ class LakeZone(dg.ConfigurableResource):
             data = pa.RecordBatchReader.from_batches(schema, iter([]))
         counted = _Counting(data)
         configuration = {**TABLE_CONFIGURATION, **(APPEND_ONLY_CONFIGURATION if append_only else {})}
+        if stats_columns:
+            # File statistics only for the columns readers prune on: every file's entry in the log (and in
+            # each checkpoint, which lists every file of a table that is never compacted) stays small.
+            configuration["delta.dataSkippingStatsColumns"] = ",".join(stats_columns)
         try:
             write_deltalake(
                 table if table is not None else self.uri(name),
