@@ -9,11 +9,13 @@ settings, each output's description being the setting's exact name (`totesys sta
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -27,6 +29,7 @@ from constructs import Construct
 
 REPO = Path(__file__).resolve().parents[1]  # the image is built from the repository root
 DAGSTER_HOME = "/opt/dagster/dagster_home"
+ECR_IMAGE = re.compile(r"^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com/([^:@]+)(?::([^@]+))?$")
 # deploy/dagster.yaml reads the Dagster instance database URL from DAGSTER_PG_URL, which ECS injects from
 # the "url" key of the instance database secret.
 INSTANCE_DB_URL_KEY = "url"
@@ -288,15 +291,7 @@ class TotesysPlatformStack(cdk.Stack):
 
         # --- compute -----------------------------------------------------------------------------
         self.cluster = ecs.Cluster(self, "Cluster", vpc=self.vpc, container_insights_v2=ecs.ContainerInsights.ENABLED)
-        image = (
-            ecs.ContainerImage.from_registry(settings.image_uri)
-            if settings.image_uri
-            else ecs.ContainerImage.from_asset(
-                str(REPO),
-                file="deploy/Dockerfile",
-                exclude=[".venv*", ".git", ".totesys*", "deploy/cdk.out", "**/__pycache__", "benchmarks"],
-            )
-        )
+        image = self._image(settings.image_uri)
         self.execution_role = iam.Role(
             self,
             "TaskExecutionRole",
@@ -462,6 +457,27 @@ class TotesysPlatformStack(cdk.Stack):
             ],
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
+
+    def _image(self, uri: str | None) -> ecs.ContainerImage:
+        """The tasks' image: built from deploy/Dockerfile by `cdk deploy`, or one already pushed. An ECR
+        image is taken through its repository, so that the execution role is granted the pull."""
+        if not uri:
+            return ecs.ContainerImage.from_asset(
+                str(REPO),
+                file="deploy/Dockerfile",
+                exclude=[".venv*", ".git", ".totesys*", "deploy/cdk.out", "**/__pycache__", "benchmarks"],
+            )
+        ecr_image = ECR_IMAGE.match(uri)
+        if not ecr_image:
+            return ecs.ContainerImage.from_registry(uri)  # a public registry: nothing to grant
+        account, region, name, tag = ecr_image.groups()
+        repository = ecr.Repository.from_repository_attributes(
+            self,
+            "ImageRepository",
+            repository_arn=f"arn:{self.partition}:ecr:{region}:{account}:repository/{name}",
+            repository_name=name,
+        )
+        return ecs.ContainerImage.from_ecr_repository(repository, tag or "latest")
 
     def _secret_arn_pattern(self, secret_name: str) -> str:
         # Secrets Manager appends "-" and six random characters to a secret's name in its ARN.

@@ -178,6 +178,9 @@ def test_the_template_declares_private_immutable_buckets_and_least_privilege_rol
             assert set(actions) <= NO_RESOURCE_LEVEL, statement
         if statement["Effect"] == "Allow":
             assert not [a for a in actions if a.startswith("s3:Delete")], statement
+    # The image is pulled from its ECR repository: the execution role may pull exactly that repository.
+    pulls = [s for s in statements(template) if "ecr:BatchGetImage" in as_list(s["Action"])]
+    assert pulls and json.dumps(pulls[0]["Resource"]).endswith(':repository/totesys-platform"]]}')
     # Only iam:PassRole on the run task's own two roles.
     passes = [s for s in statements(template) if "iam:PassRole" in as_list(s["Action"])]
     assert len(passes) == 1 and len(passes[0]["Resource"]) == 2
