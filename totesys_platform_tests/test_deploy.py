@@ -358,7 +358,7 @@ def permitted(policies: list[str], action: str, resource: str) -> bool:
 
 @pytest.mark.slow
 def test_the_stack_deploys_to_moto_and_the_platform_runs_on_its_outputs_within_its_iam(
-    moto_endpoint, sample_source, new_database, tmp_path
+    moto_endpoint, sample_source, new_database, tmp_path, capsys
 ):
     warehouse_url = new_database("wh_stack")
     secrets = boto3.client("secretsmanager")
@@ -408,6 +408,12 @@ def test_the_stack_deploys_to_moto_and_the_platform_runs_on_its_outputs_within_i
     # The buckets as the template declares them.
     outputs = settings_from_stack_outputs(cloudformation.describe_stacks(StackName=stack)["Stacks"][0]["Outputs"])
     assert set(outputs) == SETTINGS
+    from totesys_platform.cli import main as totesys
+
+    capsys.readouterr()
+    assert totesys(["stack-settings", stack]) == 0
+    exported = capsys.readouterr().out.splitlines()
+    assert sorted(exported) == sorted(f"export {k}={v}" for k, v in outputs.items()), exported
     ingestion = outputs["TOTESYS_INGESTION_URL"].removeprefix("s3://")
     for url in (outputs["TOTESYS_INGESTION_URL"], outputs["TOTESYS_PROCESSED_URL"], outputs["TOTESYS_REPORTS_URL"]):
         bucket = url.removeprefix("s3://")
