@@ -100,7 +100,8 @@ class Spool:
     def add(self, frame: pl.DataFrame) -> None:
         table = delta_safe(frame).to_arrow()
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
+            # A local temporary file written and read once: compressing it would only cost CPU.
+            self._writer = pq.ParquetWriter(self.path, table.schema, compression="none")
         if frame.height:
             self._writer.write_table(table.cast(self._writer.schema))
             self.rows += frame.height
