@@ -277,7 +277,6 @@ class TotesysPlatformStack(cdk.Stack):
             instance_secret = secretsmanager.Secret.from_secret_complete_arn(
                 self, "InstanceDatabaseSecret", str(settings.instance_db_secret_arn)
             )
-        self.warehouse_secret = warehouse_secret
 
         # --- alerts ------------------------------------------------------------------------------
         self.alerts = sns.Topic(
@@ -288,6 +287,19 @@ class TotesysPlatformStack(cdk.Stack):
         )
         if settings.alert_email:
             self.alerts.add_subscription(subscriptions.EmailSubscription(settings.alert_email))
+
+        # The platform's settings: the tasks' environment and the stack's outputs.
+        self.platform_settings = {
+            "TOTESYS_INGESTION_URL": f"s3://{self.ingestion.bucket_name}",
+            "TOTESYS_PROCESSED_URL": f"s3://{self.processed.bucket_name}",
+            "TOTESYS_REPORTS_URL": f"s3://{self.reports.bucket_name}",
+            "TOTESYS_SOURCE_SECRET_ID": self.source_secret_name,
+            "TOTESYS_WAREHOUSE_SECRET_ID": warehouse_secret.secret_arn,
+            "TOTESYS_WAREHOUSE_SCHEMA": settings.warehouse_schema,
+            "TOTESYS_ALERT_SNS_TOPIC_ARN": self.alerts.topic_arn,
+            "TOTESYS_COMPUTE_LOG_BUCKET": self.compute_logs.bucket_name,
+            "TOTESYS_RUN_TASK_DEFINITION": self._family("run"),
+        }
 
         # --- compute -----------------------------------------------------------------------------
         self.cluster = ecs.Cluster(self, "Cluster", vpc=self.vpc, container_insights_v2=ecs.ContainerInsights.ENABLED)
@@ -419,18 +431,9 @@ class TotesysPlatformStack(cdk.Stack):
         )
 
         # --- outputs: the platform's settings ----------------------------------------------------
-        for construct_id, setting, value in (
-            ("IngestionUrl", "TOTESYS_INGESTION_URL", f"s3://{self.ingestion.bucket_name}"),
-            ("ProcessedUrl", "TOTESYS_PROCESSED_URL", f"s3://{self.processed.bucket_name}"),
-            ("ReportsUrl", "TOTESYS_REPORTS_URL", f"s3://{self.reports.bucket_name}"),
-            ("SourceSecretId", "TOTESYS_SOURCE_SECRET_ID", self.source_secret_name),
-            ("WarehouseSecretId", "TOTESYS_WAREHOUSE_SECRET_ID", warehouse_secret.secret_arn),
-            ("WarehouseSchema", "TOTESYS_WAREHOUSE_SCHEMA", settings.warehouse_schema),
-            ("AlertTopicArn", "TOTESYS_ALERT_SNS_TOPIC_ARN", self.alerts.topic_arn),
-            ("ComputeLogBucket", "TOTESYS_COMPUTE_LOG_BUCKET", self.compute_logs.bucket_name),
-            ("RunTaskDefinition", "TOTESYS_RUN_TASK_DEFINITION", run_family),
-        ):
-            cdk.CfnOutput(self, f"Setting{construct_id}", value=value, description=setting)
+        for setting, value in self.platform_settings.items():
+            words = setting.removeprefix("TOTESYS_").split("_")  # output keys allow no "_": the name is the description
+            cdk.CfnOutput(self, "Setting" + "".join(w.capitalize() for w in words), value=value, description=setting)
 
     # --- helpers -----------------------------------------------------------------------------------
 
@@ -493,11 +496,14 @@ class TotesysPlatformStack(cdk.Stack):
             self, construct_id, assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"), description=what
         )
 
+    def _family(self, kind: str) -> str:
+        return f"totesys-{self.settings.env_name}-{kind}"
+
     def _task_definition(self, kind: str, *, cpu: int, memory: int, role: iam.Role) -> ecs.FargateTaskDefinition:
         return ecs.FargateTaskDefinition(
             self,
             f"{kind.capitalize()}TaskDefinition",
-            family=f"totesys-{self.settings.env_name}-{kind}",
+            family=self._family(kind),
             cpu=cpu,
             memory_limit_mib=memory,
             task_role=role,
@@ -530,15 +536,7 @@ class TotesysPlatformStack(cdk.Stack):
             # from Secrets Manager at run time; the instance database's parts are ECS secrets.
             environment={
                 "DAGSTER_HOME": DAGSTER_HOME,
-                "TOTESYS_INGESTION_URL": f"s3://{self.ingestion.bucket_name}",
-                "TOTESYS_PROCESSED_URL": f"s3://{self.processed.bucket_name}",
-                "TOTESYS_REPORTS_URL": f"s3://{self.reports.bucket_name}",
-                "TOTESYS_SOURCE_SECRET_ID": self.source_secret_name,
-                "TOTESYS_WAREHOUSE_SECRET_ID": self.warehouse_secret.secret_arn,
-                "TOTESYS_WAREHOUSE_SCHEMA": self.settings.warehouse_schema,
-                "TOTESYS_ALERT_SNS_TOPIC_ARN": self.alerts.topic_arn,
-                "TOTESYS_COMPUTE_LOG_BUCKET": self.compute_logs.bucket_name,
-                "TOTESYS_RUN_TASK_DEFINITION": f"totesys-{self.settings.env_name}-run",
+                **self.platform_settings,
                 "AWS_REGION": self.region,
             },
             secrets={"DAGSTER_PG_URL": ecs.Secret.from_secrets_manager(instance_secret, INSTANCE_DB_URL_KEY)},
