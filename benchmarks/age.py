@@ -37,7 +37,7 @@ from benchmarks.run import BIN, REPO, RESULTS, fresh_database, log, platform_env
 from totesys_platform.automation import NIGHTLY_ONLY_CHECKS
 from totesys_platform.definitions import build_assets, build_resources
 from totesys_platform.resources.embedded import start_embedded_server
-from totesys_platform.resources.lake import _LOADED, CHECKPOINT_INTERVAL
+from totesys_platform.resources.lake import CHECKPOINT_INTERVAL, forget_loaded_tables
 from totesys_platform.settings import load_settings
 from totesys_platform.source.simulator import Simulator
 from totesys_platform.warehouse.checks import build_checks
@@ -53,7 +53,7 @@ def routine_checks():
 def run_once(env: dict[str, str]) -> float:
     """One run of every asset and the routine checks, in process. Each production run is a process of its
     own that loads every Delta table afresh, so the tables loaded by the previous run are forgotten."""
-    _LOADED.clear()
+    forget_loaded_tables()
     settings = load_settings(env)
     started = time.perf_counter()
     result = dg.materialize(

@@ -92,8 +92,10 @@ def test_full_pipeline_on_the_production_profile_matches_the_local_run(aws, tmp_
     s3 = boto3.client("s3")
     for bucket, prefix in (("tote-ingestion", "totesys/sales_order/"), ("tote-processed", "star/fact_sales_order/")):
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]]
-        assert f"{prefix}_delta_log/00000000000000000000.json" in keys, keys  # one Delta table, one commit
-        assert sum(k.endswith(".parquet") for k in keys) == 1, keys
+        log = f"{prefix}_delta_log/"
+        assert f"{log}00000000000000000000.json" in keys, keys  # one Delta table, one commit
+        assert f"{log}00000000000000000000.checkpoint.parquet" in keys, keys  # checkpointed from the start
+        assert sum(k.endswith(".parquet") and not k.startswith(log) for k in keys) == 1, keys  # one data file
     with psycopg.connect(aws["instance_db"]) as conn:
         assert conn.execute("SELECT count(*) FROM runs WHERE run_id = %s", (run_id,)).fetchone()[0] == 1
         materialized = conn.execute(

@@ -196,8 +196,7 @@ def process_calendar(
     table: WarehouseTable, facts: dict[str, LakeTable], processed: LakeZone, today: dt.date
 ) -> Outcome:
     """Append the days dim_date lacks: whole years covering the new fact rows' dates and a year ahead."""
-    current = processed.table(table.name)
-    recorded = processed.commit_metadata(current) if current is not None else {}
+    recorded = processed.last_commit(table.name)
     done = processed.consumed(table.name)
     until = {name: handle.version() for name, handle in facts.items()}
     spans = []

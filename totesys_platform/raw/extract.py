@@ -191,8 +191,7 @@ def ingest_table(
             extra,
             retyped,
         )
-    delta = zone.table(table.name)
-    recorded = zone.commit_metadata(delta) if delta is not None else {}
+    recorded = zone.last_commit(table.name)
     previous = recorded.get("watermark")
     since_dt = dt.datetime.fromisoformat(previous) - lookback if previous else None
     seen = ingested_since(zone, table, since_dt) if since_dt else None

@@ -8,7 +8,10 @@ invisible), and the log says what is new. Readers therefore never list or open t
   added by those commits are opened;
 - row counts come from the log's `num_records`, not from the files.
 Loading a table reads its last checkpoint and the commits after it; a checkpoint every
-CHECKPOINT_INTERVAL commits keeps that bounded whatever the table's age.
+CHECKPOINT_INTERVAL commits, and one as soon as a table is created, keeps that bounded and the same
+whatever the table's age. A run loads each table once: later uses take the snapshot in hand (which the
+run's own commits keep current), and only what decides what to re-read (a table's last commit, under the
+writer's lock) is looked up afresh; see `LakeZone.table`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 import fsspec
@@ -27,29 +31,54 @@ import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
+from pydantic import PrivateAttr
 
 from totesys_platform.settings import s3_storage_options
 
-# A checkpoint every 5 commits: a table load reads the checkpoint plus at most 4 commit files, so the
-# per-run cost saws up and down by at most that much, whatever the number of commits before it.
+# A checkpoint every 5 commits (and one when the table is created): a table load reads a checkpoint plus
+# at most 4 commit files, so the per-run cost saws up and down by at most that much, from the first run on.
 CHECKPOINT_INTERVAL = 5
 TABLE_CONFIGURATION = {
     "delta.enableChangeDataFeed": "true",
     "delta.checkpointInterval": str(CHECKPOINT_INTERVAL),
+    # No expired-log clean-up after a commit: it lists the table's whole log (every commit file, not only
+    # those after the checkpoint), a cost that grows with the table's age. Readers never look before the
+    # last checkpoint, so the kept commit files cost storage only.
+    "delta.enableExpiredLogCleanup": "false",
 }
 # The ingestion zone and the facts only ever grow: Delta refuses any delete or overwrite on them, and the
-# log is kept whole (no expired-log clean-up), so a bucket policy can deny every delete.
-APPEND_ONLY_CONFIGURATION = {"delta.appendOnly": "true", "delta.enableExpiredLogCleanup": "false"}
+# log is kept whole, so a bucket policy can deny every delete.
+APPEND_ONLY_CONFIGURATION = {"delta.appendOnly": "true"}
+# What Delta itself records in a commit's information, as opposed to the writer's custom metadata.
+DELTA_COMMIT_INFO = frozenset(
+    {
+        "timestamp", "operation", "operationParameters", "operationMetrics", "engineInfo", "clientVersion",
+        "version", "readVersion", "isolationLevel", "isBlindAppend", "userMetadata", "txnId",
+    }
+)  # fmt: skip
 CONSUMED_KEY = "totesys.consumed"  # commit metadata: {input table: last version consumed}
 # A merged table (a dimension) gains files with every merge; past this many it is compacted, so reading it
 # costs what its rows cost, not what its history of merges cost.
 COMPACT_AFTER_FILES = 8
 
 
-# Tables loaded in this process, by URI, shared by the zone resources and the IO managers (which Dagster
-# gives separate instances): a later use only lists the log after the version in hand (update_incremental)
-# instead of reading the checkpoint and its commits again.
-_LOADED: dict[str, DeltaTable] = {}
+# Tables loaded by a run, by (run id, URI), shared by the zone resources and the IO managers (which Dagster
+# gives separate instances). A run loads a table once; its own commits keep the snapshot current, and a
+# writer looks again (update_incremental: a LIST after the version in hand) only under its lock, where it
+# reads what it consumed last. Outside a run (run id None) every use looks again.
+_LOADED: dict[tuple[str | None, str], DeltaTable] = {}
+# The custom metadata of a commit, by (URI, version): a version never changes once committed.
+_COMMIT_METADATA: dict[tuple[str, int], dict[str, Any]] = {}
+# (run id, URI) of tables a run found missing (until it creates them), and (run id, zone URL) whose
+# reachability it checked: each looked up once per run.
+_MISSING: set[tuple[str | None, str]] = set()
+_REACHABLE: set[tuple[str | None, str]] = set()
+
+
+def forget_loaded_tables() -> None:
+    """Drop every table, commit and check this process has in hand: as a new run process starts."""
+    for cache in (_LOADED, _COMMIT_METADATA, _MISSING, _REACHABLE):
+        cache.clear()
 
 
 class ZoneUnavailableError(RuntimeError):
@@ -128,6 +157,10 @@ class LakeZone(dg.ConfigurableResource):
 
     url: str
     zone_name: str = "lake"
+    _run_id: str | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._run_id = context.run_id
 
     @property
     def is_local(self) -> bool:
@@ -145,7 +178,14 @@ class LakeZone(dg.ConfigurableResource):
         return fs, root.rstrip("/")
 
     def check_reachable(self) -> None:
-        """Fail with a clear message if the bucket is missing, or the local folder cannot be made or written."""
+        """Fail with a clear message if the bucket is missing, or the local folder cannot be made or written
+        (checked once per run)."""
+        if self._run_id is not None and (self._run_id, self.url) in _REACHABLE:
+            return
+        self._check_reachable()
+        _REACHABLE.add((self._run_id, self.url))
+
+    def _check_reachable(self) -> None:
         fs, root = self._fs()
         if self.is_local:
             try:
@@ -170,18 +210,28 @@ class LakeZone(dg.ConfigurableResource):
 
     # --- reading ------------------------------------------------------------------------------
 
-    def table(self, name: str) -> DeltaTable | None:
-        """The Delta table `name` at its newest version, or None if it has never been written."""
+    def table(self, name: str, *, refresh: bool = False) -> DeltaTable | None:
+        """The Delta table `name`, or None if it has never been written.
+
+        Within a run: its newest version when the run first uses it, kept current by the run's own commits;
+        `refresh` looks for newer commits (by other runs) first. Outside a run: always its newest version."""
         uri = self.uri(name)
-        cached = _LOADED.get(uri)
+        key = (self._run_id, uri)
+        cached = _LOADED.get(key)
+        fresh = refresh or self._run_id is None
+        if cached is None and key in _MISSING and not fresh:
+            return None
         try:
             if cached is not None:
-                cached.update_incremental()
+                if fresh:
+                    cached.update_incremental()
                 return cached
-            _LOADED[uri] = DeltaTable(uri, storage_options=self.storage_options)
-            return _LOADED[uri]
+            _LOADED[key] = DeltaTable(uri, storage_options=self.storage_options)
+            _MISSING.discard(key)
+            return _LOADED[key]
         except TableNotFoundError:
             self._refuse_old_layout(name)
+            _MISSING.add(key)
             return None
         except (DeltaError, OSError) as err:
             raise self.data_error(name, err) from err
@@ -211,17 +261,21 @@ class LakeZone(dg.ConfigurableResource):
         table = self.table(name)
         return table.version() if table is not None else None
 
-    def commit_metadata(self, table: DeltaTable) -> dict:
-        """The newest commit's custom metadata (what the writer recorded with its data)."""
-        history = table.history(1)
-        return history[0] if history else {}
+    def last_commit(self, name: str) -> dict[str, Any]:
+        """The custom metadata of the table's newest commit (what its writer recorded with the data: the
+        watermark, the versions consumed), looked up afresh: it decides what the writer reads next."""
+        table = self.table(name, refresh=True)
+        if table is None:
+            return {}
+        key = (self.uri(name), table.version())
+        if key not in _COMMIT_METADATA:
+            history = table.history(1)
+            _COMMIT_METADATA[key] = history[0] if history else {}
+        return _COMMIT_METADATA[key]
 
     def consumed(self, name: str) -> dict[str, int]:
         """{input table: last version consumed} recorded by the newest commit of `name`."""
-        table = self.table(name)
-        if table is None:
-            return {}
-        return json.loads(self.commit_metadata(table).get(CONSUMED_KEY, "{}"))
+        return json.loads(self.last_commit(name).get(CONSUMED_KEY, "{}"))
 
     def changes(
         self, name: str, after: int | None, columns: list[str] | None = None, kinds=("insert", "update_postimage")
@@ -287,9 +341,30 @@ class LakeZone(dg.ConfigurableResource):
     # --- writing ------------------------------------------------------------------------------
 
     def _commit_properties(self, metadata: dict) -> CommitProperties:
-        return CommitProperties(
-            custom_metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
-        )
+        return CommitProperties(custom_metadata=_as_text(metadata))
+
+    def _upgrade_configuration(self, name: str, table: DeltaTable, wanted: dict[str, str]) -> None:
+        """Bring a table written by an earlier release up to the table settings of this one (one commit, once).
+
+        The settings commit repeats the metadata of the commit before it, so the table's newest commit still
+        says what it has consumed even if the run stops before its data commit."""
+        current = table.metadata().configuration
+        missing = {k: v for k, v in wanted.items() if current.get(k) != v}
+        if not missing:
+            return
+        carried = {k: v for k, v in self.last_commit(name).items() if k not in DELTA_COMMIT_INFO}
+        table.alter.set_table_properties(missing, commit_properties=self._commit_properties(carried))
+        _COMMIT_METADATA[(self.uri(name), table.version())] = _as_text(carried)
+
+    def _committed(self, name: str, metadata: dict, rows: int, *, created: bool) -> Commit:
+        """What a write did. A new table gets its first checkpoint at once, so that loading it costs the same
+        from its first commit on (a checkpoint plus at most CHECKPOINT_INTERVAL - 1 commit files)."""
+        table = self.table(name, refresh=created)
+        assert table is not None
+        if created:
+            table.create_checkpoint()
+        _COMMIT_METADATA[(self.uri(name), table.version())] = _as_text(metadata)
+        return Commit(table.version(), rows)
 
     def append(
         self,
@@ -321,6 +396,8 @@ class LakeZone(dg.ConfigurableResource):
             # File statistics only for the columns readers prune on: every file's entry in the log (and in
             # each checkpoint, which lists every file of a table that is never compacted) stays small.
             configuration["delta.dataSkippingStatsColumns"] = ",".join(stats_columns)
+        if table is not None:
+            self._upgrade_configuration(name, table, configuration)
         try:
             write_deltalake(
                 table if table is not None else self.uri(name),
@@ -333,7 +410,7 @@ class LakeZone(dg.ConfigurableResource):
             )
         except OSError as err:
             raise ZoneUnavailableError(f"{self.zone_name} zone {self.uri(name)}: cannot write: {err}") from err
-        return Commit(self.version(name), counted.rows)
+        return self._committed(name, metadata, counted.rows, created=table is None)
 
     def merge(self, name: str, frame: pl.DataFrame, key: str, metadata: dict) -> Commit:
         """Upsert `frame` on `key` (insert new keys, update changed rows) in one commit carrying `metadata`."""
@@ -348,7 +425,8 @@ class LakeZone(dg.ConfigurableResource):
                 storage_options=self.storage_options,
                 commit_properties=self._commit_properties(metadata),
             )
-            return Commit(self.version(name), frame.height)
+            return self._committed(name, metadata, frame.height, created=True)
+        self._upgrade_configuration(name, table, TABLE_CONFIGURATION)
         changed = " OR ".join(f"(t.{c} IS DISTINCT FROM s.{c})" for c in frame.columns if c != key) or None
         (
             table.merge(
@@ -365,7 +443,7 @@ class LakeZone(dg.ConfigurableResource):
         if pa.table(table.get_add_actions(flatten=True)).num_rows > COMPACT_AFTER_FILES:
             # The same commit metadata: what the table has consumed is read from its newest commit.
             table.optimize.compact(commit_properties=self._commit_properties(metadata))
-        return Commit(table.version(), frame.height)
+        return self._committed(name, metadata, frame.height, created=False)
 
     def write_document(self, key: str, data: bytes) -> str:
         """A document replaced on each refresh (the dashboard), written whole; returns its URI."""
@@ -379,6 +457,10 @@ class LakeZone(dg.ConfigurableResource):
         else:
             fs.pipe_file(target, data)
         return f"{self.url.rstrip('/')}/{key}"
+
+
+def _as_text(metadata: dict) -> dict[str, str]:
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
 
 
 class _Counting:

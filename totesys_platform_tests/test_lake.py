@@ -1,0 +1,110 @@
+"""The lake zone's Delta tables: what a run loads, what a writer sees, and the settings every table gets."""
+
+import json
+from types import SimpleNamespace
+
+import polars as pl
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+
+import totesys_platform.resources.lake as lake
+from totesys_platform.resources.lake import CONSUMED_KEY, LakeZone, Spool
+
+
+def zone_in_run(url: str, run_id: str | None) -> LakeZone:
+    """A zone as Dagster sets it up for the run `run_id` (None: used outside any run)."""
+    zone = LakeZone(url=url)
+    zone.setup_for_execution(SimpleNamespace(run_id=run_id))  # type: ignore[arg-type]
+    return zone
+
+
+def append(zone: LakeZone, name: str, values: list[int], consumed: int, **kwargs) -> int | None:
+    with Spool() as spool:
+        spool.add(pl.DataFrame({"k": values, "last_updated": values}))
+        return zone.append(name, spool.reader(), {CONSUMED_KEY: {"raw": consumed}}, append_only=True, **kwargs).version
+
+
+class CountingTable(DeltaTable):
+    loads = 0
+    refreshes = 0
+
+    def __init__(self, *args, **kwargs):
+        CountingTable.loads += 1
+        super().__init__(*args, **kwargs)
+
+    def update_incremental(self) -> None:
+        CountingTable.refreshes += 1
+        super().update_incremental()
+
+
+def test_a_run_loads_each_table_once_and_a_writer_still_sees_other_runs_commits(tmp_path, monkeypatch):
+    monkeypatch.setattr(lake, "DeltaTable", CountingTable)
+    url = str(tmp_path / "processed")
+    first, second = zone_in_run(url, "run-1"), zone_in_run(url, "run-2")
+    assert append(first, "fact", [1, 2], consumed=1) == 0
+    CountingTable.loads = CountingTable.refreshes = 0
+    for _ in range(3):  # readers within the run take the snapshot in hand: no load, no listing of the log
+        assert first.version("fact") == 0
+        assert first.row_count("fact") == 2
+        assert first.scan("fact").collect().height == 2
+    assert (CountingTable.loads, CountingTable.refreshes) == (0, 0)
+
+    assert append(second, "fact", [3], consumed=2) == 1  # another run commits
+    assert CountingTable.loads == 1  # ... loading the table once for its own run
+    assert first.version("fact") == 0  # the first run's readers keep one consistent snapshot
+    # What decides what a writer reads next is looked up afresh: it sees the other run's commit.
+    assert first.consumed("fact") == {"raw": 2}
+    assert first.version("fact") == 1
+    assert append(first, "fact", [4], consumed=3) == 2
+    assert first.row_count("fact") == 4 and first.consumed("fact") == {"raw": 3}
+    # Outside a run (a notebook, the CLI) every use sees the newest version.
+    outside = zone_in_run(url, None)
+    assert outside.version("fact") == 2
+    append(second, "fact", [5], consumed=4)
+    assert outside.version("fact") == 3 and outside.row_count("fact") == 5
+
+
+def test_a_table_a_run_found_missing_is_created_and_then_read(tmp_path):
+    zone = zone_in_run(str(tmp_path / "processed"), "run-1")
+    assert zone.table("quarantine/fact") is None
+    assert zone.consumed("quarantine/fact") == {}
+    assert append(zone, "quarantine/fact", [7], consumed=5) == 0
+    assert zone.row_count("quarantine/fact") == 1 and zone.consumed("quarantine/fact") == {"raw": 5}
+
+
+def test_every_new_table_has_a_checkpoint_from_its_first_commit_and_keeps_its_whole_log(tmp_path):
+    zone = LakeZone(url=str(tmp_path / "processed"))
+    append(zone, "fact", [1], consumed=1)
+    zone.merge("dim", pl.DataFrame({"k": [1], "v": ["a"]}), "k", {CONSUMED_KEY: {"raw": 1}})
+    for name in ("fact", "dim"):
+        log = tmp_path / "processed" / name / "_delta_log"
+        assert json.loads((log / "_last_checkpoint").read_text())["version"] == 0
+        assert (log / "00000000000000000000.checkpoint.parquet").exists()
+        # No expired-log clean-up after commits: it would list the whole log on every write.
+        assert zone.table(name).metadata().configuration["delta.enableExpiredLogCleanup"] == "false"
+    assert zone.table("fact").metadata().configuration["delta.appendOnly"] == "true"
+
+
+def test_a_table_written_by_an_earlier_release_gets_the_current_settings_and_keeps_its_state(tmp_path):
+    url = str(tmp_path / "ingestion")
+    old_settings = {"delta.enableChangeDataFeed": "true", "delta.appendOnly": "true"}
+    state = {"watermark": "2026-11-01T10:00:00", CONSUMED_KEY: json.dumps({"raw": 9})}
+    write_deltalake(
+        f"{url}/payment",
+        pa.table({"k": [1], "last_updated": [1]}),
+        configuration=old_settings,
+        commit_properties=CommitProperties(custom_metadata=state),
+    )
+    zone = zone_in_run(url, "run-1")
+    table = zone.table("payment")
+    # A run stopped right after the settings commit: the table still says what it had consumed.
+    zone._upgrade_configuration("payment", table, {**lake.TABLE_CONFIGURATION, **lake.APPEND_ONLY_CONFIGURATION})
+    assert zone.last_commit("payment")["watermark"] == state["watermark"]
+    assert zone.consumed("payment") == {"raw": 9}
+    assert append(zone, "payment", [2], consumed=10, stats_columns=["k", "last_updated"]) == 3
+    settings = DeltaTable(f"{url}/payment").metadata().configuration
+    assert settings["delta.enableExpiredLogCleanup"] == "false"
+    assert settings["delta.dataSkippingStatsColumns"] == "k,last_updated"
+    assert settings["delta.appendOnly"] == "true"
+    assert zone.consumed("payment") == {"raw": 10}
+    assert zone.row_count("payment") == 2
