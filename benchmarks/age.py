@@ -68,14 +68,16 @@ def run_once(env: dict[str, str]) -> float:
 class MotoServer:
     """moto's S3 in its own process; its access log counts the requests."""
 
-    def __init__(self, home: Path, port: int = 5099) -> None:
+    def __init__(self, home: Path, port: int = 5099, *, indexed_list: bool = False) -> None:
         self.log_path = home / "moto-requests.log"
         self.endpoint = f"http://127.0.0.1:{port}"
         self.handle = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        flags = ["--indexed-list"] if indexed_list else []  # see benchmarks/s3_server.py
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-m", "benchmarks.s3_server", *flags, "-H", "127.0.0.1", "-p", str(port)],
             stdout=self.handle,
             stderr=subprocess.STDOUT,
+            cwd=REPO,
         )
         time.sleep(3)
         os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
@@ -166,6 +168,12 @@ def main(argv: list[str] | None = None) -> int:
         "the benchmark's runs are 3-13 s apart, so 10 s re-reads about as many (900 s would re-read hundreds)",
     )
     parser.add_argument(
+        "--indexed-list",
+        action="store_true",
+        help="moto answers LIST from a prefix index, as S3 does, instead of walking the whole bucket "
+        "(benchmarks/s3_server.py): seconds then measure the platform, not the emulator's listing",
+    )
+    parser.add_argument(
         "--resume", action="store_true", help="continue the history kept in --home (history.json) instead of anew"
     )
     args = parser.parse_args(argv)
@@ -189,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             [str(BIN / "totesys"), "source", "generate", "--scale", "1", "--seed", "42"], {**os.environ, **base_env}
         )
     base_env["TOTESYS_LOOKBACK_SECONDS"] = str(args.lookback)
-    moto = MotoServer(home)
+    moto = MotoServer(home, indexed_list=args.indexed_list)
     ages = sorted(int(a) for a in args.ages.split(","))
     measured, done = [], len(history)
     try:
@@ -214,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoint_interval": CHECKPOINT_INTERVAL,
         "events_per_run": args.events,
         "lookback_seconds": args.lookback,
+        "s3_listing": "prefix index (as S3)" if args.indexed_list else "moto's bucket walk",
     }
     document = {"meta": meta, "ages": measured, "local_history_seconds": history}
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -226,11 +235,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def markdown(document: dict) -> str:
     meta, ages = document["meta"], document["ages"]
+    listing = meta.get("s3_listing", "moto's bucket walk")
     lines = [
         "# Lake age: an incremental run on S3 after N prior runs",
         "",
         f"{meta['date']}, {meta['machine']}; `{meta['command']}`; {meta['events_per_run']} simulator events "
-        f"before each run; Delta checkpoint every {meta['checkpoint_interval']} commits.",
+        f"before each run; Delta checkpoint every {meta['checkpoint_interval']} commits; S3 LIST: {listing}.",
         "",
         "| prior runs | objects in the lake | S3 requests per run (mean, min-max) | seconds per run (mean) |",
         "|---|---|---|---|",
