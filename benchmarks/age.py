@@ -2,6 +2,8 @@
 
     .venv/bin/python -m benchmarks.age                          # ages 10 and 1000, 10 measured runs each
     .venv/bin/python -m benchmarks.age --ages 10,100 --measure 5
+    .venv/bin/python -m benchmarks.age --compare .totesys-bench/age10 .totesys-bench/age   # kept histories,
+                                                                  # measured runs alternating between them
 
 1. A scale-1 source on the embedded PostgreSQL; the history is written by real pipeline runs (every asset
    and the routine checks, in process), each after a few simulator events, on a local lake (fast).
@@ -26,6 +28,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
@@ -118,7 +121,29 @@ def simulate(source_url: str, seed: int, events: int) -> None:
         Simulator(conn, seed=seed).run(events)
 
 
-def measure_age(age, moto, base_env, admin_url, source_url, warehouse_db, lake, measure, events) -> dict:
+@dataclass
+class Lake:
+    """One history's lake as the measured runs see it: copied into its own bucket, its warehouse cloned."""
+
+    age: int
+    source_url: str
+    env: dict[str, str]
+    objects: int
+    runs: list[dict] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {
+            "age": self.age,
+            "lake_objects": self.objects,
+            "runs": self.runs,
+            "mean_requests": round(statistics.mean(r["requests"] for r in self.runs), 1),
+            "mean_seconds": round(statistics.mean(r["seconds"] for r in self.runs), 3),
+            "max_requests": max(r["requests"] for r in self.runs),
+            "min_requests": min(r["requests"] for r in self.runs),
+        }
+
+
+def copy_to_s3(age, moto, base_env, admin_url, source_url, warehouse_db, lake) -> Lake:
     bucket = f"age-{age}"
     files = moto.upload(lake, bucket)
     clone = f"{warehouse_db}_age{age}"
@@ -134,23 +159,57 @@ def measure_age(age, moto, base_env, admin_url, source_url, warehouse_db, lake, 
         "TOTESYS_PROCESSED_URL": f"s3://{bucket}/processed",
         "TOTESYS_REPORTS_URL": f"s3://{bucket}/reports",
     }
-    runs = []
-    for i in range(measure):
-        simulate(source_url, 10_000_000 + age * 100 + i, events)
-        start = moto.offset()
-        seconds = run_once(env)
-        kinds, _ = moto.requests_since(start)
-        runs.append({"seconds": round(seconds, 3), "requests": sum(kinds.values()), **dict(kinds)})
-        log(f"age {age}: measured run {i + 1}: {runs[-1]}")
-    return {
-        "age": age,
-        "lake_objects": files,
-        "runs": runs,
-        "mean_requests": round(statistics.mean(r["requests"] for r in runs), 1),
-        "mean_seconds": round(statistics.mean(r["seconds"] for r in runs), 3),
-        "max_requests": max(r["requests"] for r in runs),
-        "min_requests": min(r["requests"] for r in runs),
-    }
+    return Lake(age, source_url, env, files)
+
+
+def measure_run(lake: Lake, moto: MotoServer, i: int, events: int) -> None:
+    simulate(lake.source_url, 10_000_000 + lake.age * 100 + i, events)
+    start = moto.offset()
+    seconds = run_once(lake.env)
+    kinds, _ = moto.requests_since(start)
+    lake.runs.append({"seconds": round(seconds, 3), "requests": sum(kinds.values()), **dict(kinds)})
+    log(f"age {lake.age}: measured run {i + 1}: {lake.runs[-1]}")
+
+
+class History:
+    """A history of real pipeline runs on a local lake, kept in `home` (history.json) so it can go on later."""
+
+    def __init__(self, home: Path, admin_url: str, lookback: int, resume: bool) -> None:
+        self.home, self.admin_url = home, admin_url
+        self.warehouse_db = f"{home.name}_warehouse"
+        self.lake, self.kept = home / "lake", home / "history.json"
+        source_db = f"{home.name}_source"
+        if resume and self.kept.exists():
+            self.seconds = json.loads(self.kept.read_text())["seconds"]
+            self.source_url = admin_url.replace("/postgres?", f"/{source_db}?", 1)
+            warehouse_url = admin_url.replace("/postgres?", f"/{self.warehouse_db}?", 1)
+            self.env = platform_env(home, self.lake, self.source_url, warehouse_url, fresh=False)
+            log(f"resuming the history in {home} after {len(self.seconds)} runs")
+        else:
+            self.seconds = []
+            self.source_url = fresh_database(admin_url, source_db)
+            self.env = platform_env(home, self.lake, self.source_url, fresh_database(admin_url, self.warehouse_db))
+            run_child(
+                [str(BIN / "totesys"), "source", "generate", "--scale", "1", "--seed", "42"], {**os.environ, **self.env}
+            )
+        self.env["TOTESYS_LOOKBACK_SECONDS"] = str(lookback)
+
+    @property
+    def runs(self) -> int:
+        return len(self.seconds)
+
+    def run_until(self, age: int, events: int) -> None:
+        """Runs (each after `events` simulator events) until the history has `age` runs."""
+        while self.runs < age:
+            if self.runs:
+                simulate(self.source_url, self.runs, events)
+            self.seconds.append(round(run_once(self.env), 3))
+            self.kept.write_text(json.dumps({"runs": self.runs, "seconds": self.seconds}))
+            if self.runs % 50 == 0:
+                log(f"history: {self.runs} runs, last {self.seconds[-1]:.2f}s")
+
+    def copy_to_s3(self, moto: MotoServer) -> Lake:
+        return copy_to_s3(self.runs, moto, self.env, self.admin_url, self.source_url, self.warehouse_db, self.lake)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,47 +233,46 @@ def main(argv: list[str] | None = None) -> int:
         "(benchmarks/s3_server.py): seconds then measure the platform, not the emulator's listing",
     )
     parser.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="HOME",
+        help="histories kept by earlier runs (--home of each): each catches up one run, then their measured "
+        "runs alternate, one lake after the other, on one S3 server",
+    )
+    parser.add_argument(
         "--resume", action="store_true", help="continue the history kept in --home (history.json) instead of anew"
     )
     args = parser.parse_args(argv)
-    home = Path(args.home).resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    admin_url = start_embedded_server(home.parent / "pgdata")
-    source_db, warehouse_db = f"{home.name}_source", f"{home.name}_warehouse"
-    lake, kept = home / "lake", home / "history.json"
-    if args.resume and kept.exists():
-        history = json.loads(kept.read_text())["seconds"]
-        source_url = admin_url.replace("/postgres?", f"/{source_db}?", 1)
-        base_env = platform_env(
-            home, lake, source_url, admin_url.replace("/postgres?", f"/{warehouse_db}?", 1), fresh=False
-        )
-        log(f"resuming the history in {home} after {len(history)} runs")
-    else:
-        history = []
-        source_url = fresh_database(admin_url, source_db)
-        base_env = platform_env(home, lake, source_url, fresh_database(admin_url, warehouse_db))
-        run_child(
-            [str(BIN / "totesys"), "source", "generate", "--scale", "1", "--seed", "42"], {**os.environ, **base_env}
-        )
-    base_env["TOTESYS_LOOKBACK_SECONDS"] = str(args.lookback)
-    moto = MotoServer(home, indexed_list=args.indexed_list)
-    ages = sorted(int(a) for a in args.ages.split(","))
-    measured, done = [], len(history)
+    homes = [Path(h).resolve() for h in (args.compare or [args.home])]
+    for home in homes:
+        home.mkdir(parents=True, exist_ok=True)
+    admin_url = start_embedded_server(homes[0].parent / "pgdata")
+    histories = [History(home, admin_url, args.lookback, args.resume or bool(args.compare)) for home in homes]
+    moto = MotoServer(homes[0], indexed_list=args.indexed_list)
+    measured = []
     try:
-        for age in ages:
-            while done < age:
-                if done:
-                    simulate(source_url, done, args.events)
-                history.append(round(run_once(base_env), 3))
-                done += 1
-                kept.write_text(json.dumps({"runs": done, "seconds": history}))
-                if done % 50 == 0:
-                    log(f"history: {done} runs, last {history[-1]:.2f}s")
-            measured.append(
-                measure_age(age, moto, base_env, admin_url, source_url, warehouse_db, lake, args.measure, args.events)
-            )
+        if args.compare:
+            # Each history catches up with its source (one run), then the measured runs alternate between
+            # the lakes, so that a change in the machine's speed during the measurement falls on all alike.
+            lakes = []
+            for history in histories:
+                history.run_until(history.runs + 1, args.events)
+                lakes.append(history.copy_to_s3(moto))
+            for i in range(args.measure):
+                for lake in lakes:
+                    measure_run(lake, moto, i, args.events)
+            measured = sorted((lake.summary() for lake in lakes), key=lambda a: a["age"])
+        else:
+            history = histories[0]
+            for age in sorted(int(a) for a in args.ages.split(",")):
+                history.run_until(age, args.events)
+                lake = history.copy_to_s3(moto)
+                for i in range(args.measure):
+                    measure_run(lake, moto, i, args.events)
+                measured.append(lake.summary())
     finally:
         moto.stop()
+    history_seconds = histories[0].seconds if not args.compare else {str(h.home.name): h.seconds for h in histories}
     meta = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
@@ -224,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         "lookback_seconds": args.lookback,
         "s3_listing": "prefix index (as S3)" if args.indexed_list else "moto's bucket walk",
     }
-    document = {"meta": meta, "ages": measured, "local_history_seconds": history}
+    document = {"meta": meta, "ages": measured, "local_history_seconds": history_seconds}
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = RESULTS / f"{dt.date.today().isoformat()}-age{'-' + args.label if args.label else ''}"
     stem.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n")
