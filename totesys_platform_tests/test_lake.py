@@ -1,6 +1,7 @@
 """The lake zone's Delta tables: what a run loads, what a writer sees, and the settings every table gets."""
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import polars as pl
@@ -108,3 +109,32 @@ def test_a_table_written_by_an_earlier_release_gets_the_current_settings_and_kee
     assert settings["delta.appendOnly"] == "true"
     assert zone.consumed("payment") == {"raw": 10}
     assert zone.row_count("payment") == 2
+
+
+def test_an_append_only_table_is_compacted_without_changing_any_object_or_what_readers_see(tmp_path, monkeypatch):
+    monkeypatch.setattr(lake, "COMPACT_APPEND_ONLY_AFTER_FILES", 4)
+    url = str(tmp_path / "ingestion")
+    zone = zone_in_run(url, "run-1")
+    objects: dict[str, bytes] = {}
+    versions = []
+    for commit in range(10):
+        rows = [commit * 10, commit * 10 + 1]
+        versions.append(append(zone, "payment", rows, consumed=commit, stats_columns=["k", "last_updated"]))
+        for path in (tmp_path / "ingestion").rglob("*"):
+            if path.is_file() and path.name != "_last_checkpoint":
+                # Never rewritten or deleted: every object keeps the bytes it was written with.
+                assert objects.setdefault(str(path), path.read_bytes()) == path.read_bytes(), path
+    assert all(Path(p).exists() for p in objects)
+    table = zone.table("payment")
+    assert len(table.file_uris()) <= 4 + 1  # compacted whenever it passed 4 files
+    assert [h["operation"] for h in table.history()].count("OPTIMIZE") >= 2
+    assert table.metadata().configuration["delta.appendOnly"] == "true"
+    every = sorted(v for c in range(10) for v in (c * 10, c * 10 + 1))
+    assert zone.row_count("payment") == 20
+    assert sorted(zone.scan("payment").collect()["k"].to_list()) == every
+    # The change feed has every row once: the compaction commits add no change.
+    assert sorted(pl.concat(list(zone.changes("payment", None)))["k"].to_list()) == every
+    assert sorted(pl.concat(list(zone.changes("payment", versions[3])))["k"].to_list()) == every[8:]
+    # What the table consumed survives its compaction commits, and the dedup read still finds recent rows.
+    assert zone.consumed("payment") == {"raw": 9}
+    assert sorted(zone.read_since("payment", "last_updated", 80, ["k"])["k"].to_list()) == [80, 81, 90, 91]

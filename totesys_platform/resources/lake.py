@@ -60,6 +60,14 @@ CONSUMED_KEY = "totesys.consumed"  # commit metadata: {input table: last version
 # A merged table (a dimension) gains files with every merge; past this many it is compacted, so reading it
 # costs what its rows cost, not what its history of merges cost.
 COMPACT_AFTER_FILES = 8
+# An append-only table (ingestion, facts, quarantine) gains a file with every commit, and every checkpoint
+# lists every file: past this many files its small files are compacted (OPTIMIZE: new files, dataChange
+# false, so no reader of the change feed sees them twice), which keeps its checkpoint, and the cost of
+# loading it, in proportion to its rows rather than to the number of runs that wrote it. The files it
+# replaces are only marked removed in the log: no object is ever rewritten or deleted, and older versions
+# stay readable. A compacted file is at most COMPACT_TARGET_BYTES, which bounds what the dedup read opens.
+COMPACT_APPEND_ONLY_AFTER_FILES = 200
+COMPACT_TARGET_BYTES = 32 * 2**20
 
 
 # Tables loaded by a run, by (run id, URI), shared by the zone resources and the IO managers (which Dagster
@@ -356,6 +364,12 @@ class LakeZone(dg.ConfigurableResource):
         table.alter.set_table_properties(missing, commit_properties=self._commit_properties(carried))
         _COMMIT_METADATA[(self.uri(name), table.version())] = _as_text(carried)
 
+    def _compact(self, table: DeltaTable, metadata: dict, *, more_than: int, target: int | None = None) -> None:
+        """Compact the table's small files once it has more than `more_than`. The compaction commit carries
+        the same metadata as the commit before it: what the table consumed is read from its newest commit."""
+        if len(table.file_uris()) > more_than:
+            table.optimize.compact(target_size=target, commit_properties=self._commit_properties(metadata))
+
     def _committed(self, name: str, metadata: dict, rows: int, *, created: bool) -> Commit:
         """What a write did. A new table gets its first checkpoint at once, so that loading it costs the same
         from its first commit on (a checkpoint plus at most CHECKPOINT_INTERVAL - 1 commit files)."""
@@ -410,6 +424,8 @@ class LakeZone(dg.ConfigurableResource):
             )
         except OSError as err:
             raise ZoneUnavailableError(f"{self.zone_name} zone {self.uri(name)}: cannot write: {err}") from err
+        if append_only and table is not None:
+            self._compact(table, metadata, more_than=COMPACT_APPEND_ONLY_AFTER_FILES, target=COMPACT_TARGET_BYTES)
         return self._committed(name, metadata, counted.rows, created=table is None)
 
     def merge(self, name: str, frame: pl.DataFrame, key: str, metadata: dict) -> Commit:
@@ -440,9 +456,7 @@ class LakeZone(dg.ConfigurableResource):
             .when_not_matched_insert_all()
             .execute()
         )
-        if pa.table(table.get_add_actions(flatten=True)).num_rows > COMPACT_AFTER_FILES:
-            # The same commit metadata: what the table has consumed is read from its newest commit.
-            table.optimize.compact(commit_properties=self._commit_properties(metadata))
+        self._compact(table, metadata, more_than=COMPACT_AFTER_FILES)
         return self._committed(name, metadata, frame.height, created=False)
 
     def write_document(self, key: str, data: bytes) -> str:
