@@ -82,7 +82,10 @@ def test_every_new_table_has_a_checkpoint_from_its_first_commit_and_keeps_its_wh
         assert json.loads((log / "_last_checkpoint").read_text())["version"] == 0
         assert (log / "00000000000000000000.checkpoint.parquet").exists()
         # No expired-log clean-up after commits: it would list the whole log on every write.
-        assert zone.table(name).metadata().configuration["delta.enableExpiredLogCleanup"] == "false"
+        settings = zone.table(name).metadata().configuration
+        assert settings["delta.enableExpiredLogCleanup"] == "false"
+        # Replaced files are listed in checkpoints for a day only (nothing deletes them).
+        assert settings["delta.deletedFileRetentionDuration"] == "interval 1 days"
     assert zone.table("fact").metadata().configuration["delta.appendOnly"] == "true"
 
 

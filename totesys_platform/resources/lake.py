@@ -45,6 +45,9 @@ TABLE_CONFIGURATION = {
     # those after the checkpoint), a cost that grows with the table's age. Readers never look before the
     # last checkpoint, so the kept commit files cost storage only.
     "delta.enableExpiredLogCleanup": "false",
+    # Files a compaction replaced are listed in each checkpoint (as removed) for this long. Nothing here
+    # ever deletes a file (no VACUUM), so this decides only the checkpoints' size: a day of compactions.
+    "delta.deletedFileRetentionDuration": "interval 1 days",
 }
 # The ingestion zone and the facts only ever grow: Delta refuses any delete or overwrite on them, and the
 # log is kept whole, so a bucket policy can deny every delete.
