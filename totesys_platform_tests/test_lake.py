@@ -65,6 +65,17 @@ def test_a_run_loads_each_table_once_and_a_writer_still_sees_other_runs_commits(
     assert outside.version("fact") == 3 and outside.row_count("fact") == 5
 
 
+def test_a_long_lived_process_keeps_the_tables_of_its_last_few_runs_only(tmp_path):
+    url = str(tmp_path / "processed")
+    append(zone_in_run(url, None), "fact", [1], consumed=1)
+    runs = [f"run-{i}" for i in range(lake.KEEP_RUNS + 3)]
+    for run in runs:
+        assert zone_in_run(url, run).version("fact") == 0
+    in_hand = {run for run, _ in lake._LOADED}
+    assert set(runs[-lake.KEEP_RUNS :]) <= in_hand
+    assert not in_hand & set(runs[: -lake.KEEP_RUNS])
+
+
 def test_a_table_a_run_found_missing_is_created_and_then_read(tmp_path):
     zone = zone_in_run(str(tmp_path / "processed"), "run-1")
     assert zone.table("quarantine/fact") is None

@@ -86,9 +86,29 @@ _MISSING: set[tuple[str | None, str]] = set()
 _REACHABLE: set[tuple[str | None, str]] = set()
 
 
+# A process that runs many runs (tests, a notebook running jobs in process) keeps the tables of the last
+# few only; a run process under `dagster dev` or ECS runs one.
+KEEP_RUNS = 4
+_RUNS: list[str] = []
+
+
+def _remember_run(run_id: str) -> None:
+    if run_id in _RUNS:
+        return
+    _RUNS.append(run_id)
+    for old in _RUNS[:-KEEP_RUNS]:
+        for key in [k for k in _LOADED if k[0] == old]:
+            del _LOADED[key]
+        for keys in (_MISSING, _REACHABLE):
+            keys.difference_update({k for k in keys if k[0] == old})
+    del _RUNS[:-KEEP_RUNS]
+    if len(_COMMIT_METADATA) > 4096:
+        _COMMIT_METADATA.clear()
+
+
 def forget_loaded_tables() -> None:
     """Drop every table, commit and check this process has in hand: as a new run process starts."""
-    for cache in (_LOADED, _COMMIT_METADATA, _MISSING, _REACHABLE):
+    for cache in (_LOADED, _COMMIT_METADATA, _MISSING, _REACHABLE, _RUNS):
         cache.clear()
 
 
@@ -172,6 +192,8 @@ class LakeZone(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self._run_id = context.run_id
+        if self._run_id is not None:
+            _remember_run(self._run_id)
 
     @property
     def is_local(self) -> bool:
