@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psycopg
 
-from benchmarks.run import BIN, REPO, RESULTS, fresh_database, log, platform_env, run_child
+from benchmarks.run import BIN, REPO, fresh_database, log, platform_env, run_child, write_results
 from totesys_platform.resources.embedded import start_embedded_server
 from totesys_platform.source.simulator import Simulator
 
@@ -106,11 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"{second} / {first}: {document['ratio']}x.",
     ]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"{dt.date.today().isoformat()}-ab{'-' + args.label if args.label else ''}"
-    stem.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n")
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("ab", args.label, document, "\n".join(lines))
     return 0
 
 

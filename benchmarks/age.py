@@ -36,7 +36,7 @@ import dagster as dg
 import psycopg
 from psycopg import sql
 
-from benchmarks.run import BIN, REPO, RESULTS, fresh_database, log, platform_env, run_child
+from benchmarks.run import BIN, REPO, fresh_database, log, platform_env, run_child, write_results
 from totesys_platform.automation import NIGHTLY_ONLY_CHECKS
 from totesys_platform.definitions import build_assets, build_resources
 from totesys_platform.resources.embedded import start_embedded_server
@@ -283,11 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         "s3_listing": "prefix index (as S3)" if args.indexed_list else "moto's bucket walk",
     }
     document = {"meta": meta, "ages": measured, "local_history_seconds": history_seconds}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"{dt.date.today().isoformat()}-age{'-' + args.label if args.label else ''}"
-    stem.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(markdown(document))
-    print(markdown(document))
+    write_results("age", args.label, document, markdown(document))
     return 0
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import statistics
 import sys
 import tempfile
@@ -25,7 +24,7 @@ import polars as pl
 from deltalake import DeltaTable
 
 from benchmarks.age import MotoServer
-from benchmarks.run import RESULTS, log
+from benchmarks.run import log, write_results
 from totesys_platform.catalog import SOURCE_TABLES
 from totesys_platform.resources.lake import LakeZone, Spool
 from totesys_platform.source.generator import generate
@@ -101,11 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in results
         ),
     ]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"{dt.date.today().isoformat()}-checkpoint"
-    stem.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n")
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("checkpoint", "", document, "\n".join(lines))
     return 0
 
 

@@ -46,6 +46,17 @@ def log(message: str) -> None:
     print(f"[bench] {message}", flush=True)
 
 
+def write_results(kind: str, label: str, document: dict, text: str) -> Path:
+    """benchmarks/results/<date>-<kind>[-<label>].json and .md; prints the Markdown."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = RESULTS / f"{dt.date.today().isoformat()}-{kind}{'-' + label if label else ''}"
+    stem.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(text if text.endswith("\n") else text + "\n")
+    print(text)
+    log(f"results written to {stem}.md and .json")
+    return stem
+
+
 def fresh_database(admin_url: str, name: str) -> str:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
@@ -347,14 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
         "command": "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"{dt.date.today().isoformat()}-benchmark{('-' + args.label) if args.label else ''}"
     document = {"meta": meta, "results": results, "ratios": ratios(results)}
-    stem.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n")
-    text = markdown(results, meta)
-    stem.with_suffix(".md").write_text(text)
-    print(text)
-    log(f"results written to {stem.with_suffix('.md').relative_to(REPO)} and .json")
+    write_results("benchmark", args.label, document, markdown(results, meta))
     return 0
 
 
