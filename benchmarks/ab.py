@@ -71,8 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         [str(BIN / "totesys"), "source", "generate", "--scale", str(args.scale), "--seed", "42"],
         {**os.environ, **envs[0]},
     )
+    backfill = {}
     for code, env in zip(codes, envs, strict=True):
-        log(f"{code.name}: backfill {workload(code, env)['wall_seconds']:.1f}s")
+        result = workload(code, env)
+        backfill[code.name] = {k: result[k] for k in ("wall_seconds", "peak_rss_mb", "stage_seconds")}
+        log(f"{code.name}: backfill {result['wall_seconds']:.1f}s, {result['peak_rss_mb']} MB")
     seconds: dict[str, list[float]] = {code.name: [] for code in codes}
     for r in range(args.rounds):
         with psycopg.connect(source_url) as conn:
@@ -90,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m benchmarks.ab " + " ".join(argv if argv is not None else sys.argv[1:]),
         "scale": args.scale,
         "events_per_round": args.events,
+        "backfill": backfill,
         "seconds": seconds,
         "mean_seconds": means,
         "ratio": round(means[second] / means[first], 3),
@@ -105,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
         *(f"| {name} | {', '.join(f'{s:.2f}' for s in values)} | {means[name]} |" for name, values in seconds.items()),
         "",
         f"{second} / {first}: {document['ratio']}x.",
+        "",
+        "Backfill (empty lake and warehouse, one after the other, not alternated):",
+        "",
+        *(
+            f"- {name}: {b['wall_seconds']} s, peak RSS {b['peak_rss_mb']} MB, {b['stage_seconds']}"
+            for name, b in backfill.items()
+        ),
     ]
     write_results("ab", args.label, document, "\n".join(lines))
     return 0
