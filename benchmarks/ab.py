@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import statistics
 import subprocess
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import psycopg
 
-from benchmarks.run import BIN, REPO, fresh_database, log, platform_env, run_child, write_results
+from benchmarks.run import BIN, REPO, fresh_database, log, measured_run, platform_env, run_child, write_results
 from totesys_platform.resources.embedded import start_embedded_server
 from totesys_platform.source.simulator import Simulator
 
@@ -34,20 +33,6 @@ def worktree(commit: str, root: Path) -> Path:
     if not path.exists():
         subprocess.run(["git", "worktree", "add", "--detach", str(path), commit], cwd=REPO, check=True)
     return path
-
-
-def workload(code: Path, env: dict[str, str]) -> dict:
-    done = subprocess.run(
-        [str(BIN / "python"), "-m", "benchmarks.workload"],
-        env={**os.environ, **env, "PYTHONPATH": str(code)},
-        cwd=code,
-        capture_output=True,
-        text=True,
-    )
-    line = next((x for x in done.stdout.splitlines() if x.startswith("BENCHMARK ")), None)
-    if line is None:
-        raise RuntimeError(f"{code.name}: the run printed no result:\n{done.stderr[-3000:]}")
-    return json.loads(line.removeprefix("BENCHMARK "))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     backfill = {}
     for code, env in zip(codes, envs, strict=True):
-        result = workload(code, env)
+        result = measured_run({**os.environ, **env}, code)
         backfill[code.name] = {k: result[k] for k in ("wall_seconds", "peak_rss_mb", "stage_seconds")}
         log(f"{code.name}: backfill {result['wall_seconds']:.1f}s, {result['peak_rss_mb']} MB")
     seconds: dict[str, list[float]] = {code.name: [] for code in codes}
@@ -82,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             Simulator(conn, seed=7_000 + r).run(args.events)
         order = list(zip(codes, envs, strict=True))
         for code, env in order if r % 2 == 0 else order[::-1]:
-            result = workload(code, env)
+            result = measured_run({**os.environ, **env}, code)
             assert result["success"], code.name
             seconds[code.name].append(result["wall_seconds"])
             log(f"round {r + 1}: {code.name} {result['wall_seconds']:.2f}s {result['stage_seconds']}")

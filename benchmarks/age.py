@@ -143,25 +143,6 @@ class Lake:
         }
 
 
-def copy_to_s3(age, moto, base_env, admin_url, source_url, warehouse_db, lake) -> Lake:
-    bucket = f"age-{age}"
-    files = moto.upload(lake, bucket)
-    clone = f"{warehouse_db}_age{age}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(clone)))
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(clone), sql.Identifier(warehouse_db))
-        )
-    env = {
-        **base_env,
-        "TOTESYS_WAREHOUSE_URL": admin_url.replace("/postgres?", f"/{clone}?", 1),
-        "TOTESYS_INGESTION_URL": f"s3://{bucket}/ingestion",
-        "TOTESYS_PROCESSED_URL": f"s3://{bucket}/processed",
-        "TOTESYS_REPORTS_URL": f"s3://{bucket}/reports",
-    }
-    return Lake(age, source_url, env, files)
-
-
 def measure_run(lake: Lake, moto: MotoServer, i: int, events: int) -> None:
     simulate(lake.source_url, 10_000_000 + lake.age * 100 + i, events)
     start = moto.offset()
@@ -209,7 +190,25 @@ class History:
                 log(f"history: {self.runs} runs, last {self.seconds[-1]:.2f}s")
 
     def copy_to_s3(self, moto: MotoServer) -> Lake:
-        return copy_to_s3(self.runs, moto, self.env, self.admin_url, self.source_url, self.warehouse_db, self.lake)
+        """The lake as it is, in a bucket of its own, with a clone of its warehouse to load into."""
+        bucket = f"age-{self.runs}"
+        files = moto.upload(self.lake, bucket)
+        clone = f"{self.warehouse_db}_age{self.runs}"
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(clone)))
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                    sql.Identifier(clone), sql.Identifier(self.warehouse_db)
+                )
+            )
+        env = {
+            **self.env,
+            "TOTESYS_WAREHOUSE_URL": self.admin_url.replace("/postgres?", f"/{clone}?", 1),
+            "TOTESYS_INGESTION_URL": f"s3://{bucket}/ingestion",
+            "TOTESYS_PROCESSED_URL": f"s3://{bucket}/processed",
+            "TOTESYS_REPORTS_URL": f"s3://{bucket}/reports",
+        }
+        return Lake(self.runs, self.source_url, env, files)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,9 +79,9 @@ def platform_env(home: Path, lake: Path, source_url: str, warehouse_url: str, fr
     }
 
 
-def run_child(args: list[str], env: dict[str, str]) -> tuple[float, str]:
+def run_child(args: list[str], env: dict[str, str], cwd: Path = REPO) -> tuple[float, str]:
     started = time.perf_counter()
-    done = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
@@ -108,9 +108,12 @@ def peer_run(mode: str, source_url: str, destination_url: str, pipelines_dir: Pa
     return json.loads(line.removeprefix("BENCHMARK "))
 
 
-def measured_run(env: dict[str, str]) -> dict:
-    """The whole graph with its checks, in a child process."""
-    _, out = run_child([str(BIN / "python"), "-m", "benchmarks.workload"], env)
+def measured_run(env: dict[str, str], code: Path = REPO) -> dict:
+    """The whole graph with its checks, in a child process; `code`: the checkout whose platform (and
+    benchmarks/workload.py) runs, this one by default."""
+    if code != REPO:
+        env = {**env, "PYTHONPATH": str(code)}
+    _, out = run_child([str(BIN / "python"), "-m", "benchmarks.workload"], env, cwd=code)
     line = next(line for line in out.splitlines() if line.startswith("BENCHMARK "))
     return json.loads(line.removeprefix("BENCHMARK "))
 

@@ -30,7 +30,7 @@ from totesys_platform.processed.star import (
     latest_versions,
 )
 from totesys_platform.resources.io_managers import LakeTable, TableAppend, TableMerge
-from totesys_platform.resources.lake import CONSUMED_KEY, LakeZone, Spool
+from totesys_platform.resources.lake import CONSUMED_KEY, LakeZone, Spool, consumed_versions
 
 VERSION = "_commit_version"
 # dim_date runs ahead of the data: orders agreed for next year find their dates already there.
@@ -197,7 +197,7 @@ def process_calendar(
 ) -> Outcome:
     """Append the days dim_date lacks: whole years covering the new fact rows' dates and a year ahead."""
     recorded = processed.last_commit(table.name)
-    done = processed.consumed(table.name)
+    done = consumed_versions(recorded)
     until = {name: handle.version() for name, handle in facts.items()}
     spans = []
     for name, handle in facts.items():

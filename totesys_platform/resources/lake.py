@@ -308,7 +308,7 @@ class LakeZone(dg.ConfigurableResource):
 
     def consumed(self, name: str) -> dict[str, int]:
         """{input table: last version consumed} recorded by the newest commit of `name`."""
-        return json.loads(self.last_commit(name).get(CONSUMED_KEY, "{}"))
+        return consumed_versions(self.last_commit(name))
 
     def changes(
         self, name: str, after: int | None, columns: list[str] | None = None, kinds=("insert", "update_postimage")
@@ -496,6 +496,11 @@ class LakeZone(dg.ConfigurableResource):
         else:
             fs.pipe_file(target, data)
         return f"{self.url.rstrip('/')}/{key}"
+
+
+def consumed_versions(commit_metadata: dict) -> dict[str, int]:
+    """{input table: last version consumed} from a commit's metadata (see LakeZone.last_commit)."""
+    return json.loads(commit_metadata.get(CONSUMED_KEY, "{}"))
 
 
 def _as_text(metadata: dict) -> dict[str, str]:
