@@ -35,23 +35,25 @@ def processed_key(table: str) -> dg.AssetKey:
 
 
 def _inputs(table: WarehouseTable) -> dict[str, dg.AssetKey]:
-    """Input name -> upstream asset: the raw sources, or the facts for dim_date, plus, for a fact, the small
-    dimensions its quarantine rule checks references against."""
+    """Input name -> upstream asset whose rows this table is built from: the raw sources, or the facts for
+    dim_date (each received through its IO manager)."""
     if table.build == "calendar":
         return {t.name: processed_key(t.name) for t in FACT_TABLES}
-    inputs = {name: raw_key(name) for name in table.sources}
-    if table.is_fact:
-        inputs |= {
-            d: processed_key(d) for d in table.referenced_dimensions if WAREHOUSE_TABLES_BY_NAME[d].build == "dimension"
-        }
-    return inputs
+    return {name: raw_key(name) for name in table.sources}
+
+
+def looked_up_dimensions(table: WarehouseTable) -> list[str]:
+    """The dimensions a fact's quarantine rule checks references against: dependencies whose keys it looks
+    up in the processed zone, not inputs (only their key column is read, and only when new rows came)."""
+    if not table.is_fact:
+        return []
+    return [d for d in table.referenced_dimensions if WAREHOUSE_TABLES_BY_NAME[d].build == "dimension"]
 
 
 def _process(table: WarehouseTable, inputs: dict[str, LakeTable], processed_zone: LakeZone) -> Outcome:
     if table.is_fact:
-        source = table.sources[0]
-        dims = {name: handle for name, handle in inputs.items() if name != source}
-        return process_facts(table, inputs[source], processed_zone, dims)
+        dims = [LakeTable(processed_zone, name) for name in looked_up_dimensions(table)]
+        return process_facts(table, inputs[table.sources[0]], processed_zone, dims)
     if table.is_dimension:
         return process_dimension(table, inputs, processed_zone)
     return process_calendar(table, inputs, processed_zone, dt.date.today())
@@ -64,6 +66,7 @@ def build_processed_asset(table: WarehouseTable, **asset_kwargs) -> dg.AssetsDef
     @dg.asset(
         key=key,
         ins={name: dg.AssetIn(key=upstream, dagster_type=LakeTable) for name, upstream in inputs.items()},
+        deps=[processed_key(d) for d in looked_up_dimensions(table)],
         group_name=PROCESSED_GROUP,
         description=f"{table.description} (processed zone, Delta table)",
         kinds={"polars", "deltalake"},

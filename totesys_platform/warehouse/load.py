@@ -63,8 +63,21 @@ def create_table_sql(table: WarehouseTable, schema: str) -> sql.Composed:
     )
 
 
+def warehouse_is_complete(conn: psycopg.Connection, schema: str) -> bool:
+    """Whether the 11 tables and the load log exist (one catalog query: the usual case costs no DDL)."""
+    wanted = [(schema, t.name) for t in WAREHOUSE_TABLES] + [(META_SCHEMA, "delta_load_log")]
+    found = conn.execute(
+        "SELECT count(*) FROM pg_catalog.pg_tables WHERE (schemaname, tablename) IN "
+        "(SELECT * FROM unnest(%s::text[], %s::text[]))",
+        ([s for s, _ in wanted], [t for _, t in wanted]),
+    ).fetchone()[0]
+    return found == len(wanted)
+
+
 def ensure_warehouse(conn: psycopg.Connection, schema: str) -> None:
     """Create the schema, the 11 tables (dimensions first) and the load log, if missing."""
+    if warehouse_is_complete(conn, schema):
+        return
     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(META_SCHEMA)))
     conn.execute(
