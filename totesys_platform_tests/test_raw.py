@@ -171,7 +171,6 @@ def test_only_catalog_tables_are_read(platform, monkeypatch):
 
 
 def test_chunked_extraction_spools_every_row_in_bounded_chunks(platform, tmp_path):
-    import pyarrow.parquet as pq
 
     from totesys_platform.raw.assets import source_snapshot
     from totesys_platform.raw.extract import source_clock
@@ -188,7 +187,7 @@ def test_chunked_extraction_spools_every_row_in_bounded_chunks(platform, tmp_pat
             chunk_rows=1000,
         )
     assert result.rows == 11175
-    assert pq.ParquetFile(result.spool.reader() and result.spool.path).num_row_groups >= 11
+    assert result.spool.reader() is not None and result.spool.batches >= 11  # streamed in chunks of 1,000
     result.spool.close()
     with pytest.raises(SchemaDriftError):
         from totesys_platform.catalog import TEXT, SourceColumn, SourceTable

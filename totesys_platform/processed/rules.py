@@ -23,6 +23,8 @@ class RuleResult:
     sample: pl.DataFrame  # up to SAMPLE_ROWS offending rows
 
     def merge(self, other: RuleResult) -> RuleResult:
+        if not other.offending or self.sample.height >= SAMPLE_ROWS:
+            return RuleResult(self.rule, self.is_error, self.offending + other.offending, self.sample)
         sample = pl.concat([self.sample, other.sample], how="diagonal_relaxed").head(SAMPLE_ROWS)
         return RuleResult(self.rule, self.is_error, self.offending + other.offending, sample)
 

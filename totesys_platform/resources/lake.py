@@ -28,7 +28,6 @@ import fsspec
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute
-import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
 from pydantic import PrivateAttr
@@ -71,6 +70,8 @@ COMPACT_AFTER_FILES = 8
 # stay readable. A compacted file is at most COMPACT_TARGET_BYTES, which bounds what the dedup read opens.
 COMPACT_APPEND_ONLY_AFTER_FILES = 200
 COMPACT_TARGET_BYTES = 32 * 2**20
+# Rows of a change feed handed to a reader at a time (see LakeZone.changes).
+CHANGE_CHUNK_ROWS = 200_000
 
 
 # Tables loaded by a run, by (run id, URI), shared by the zone resources and the IO managers (which Dagster
@@ -146,32 +147,44 @@ def restore_types(frame: pl.DataFrame | pl.LazyFrame, schema: pl.Schema) -> pl.D
 
 
 class Spool:
-    """Chunks written to a local Parquet file one at a time, then read back as one Arrow stream.
+    """Chunks written to a local Arrow IPC file one at a time, then read back as one Arrow stream.
 
     A table is committed only after every chunk has been produced and checked (a rejected batch writes
-    nothing) and with metadata that describes them (the watermark); memory stays one chunk."""
+    nothing) and with metadata that describes them (the watermark); memory stays one chunk. The file is
+    written and read once, locally: Arrow's own format costs a copy each way, no encoding."""
 
     def __init__(self) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="totesys-spool-")
-        self.path = os.path.join(self._dir.name, "spool.parquet")
-        self._writer: pq.ParquetWriter | None = None
+        self.path = os.path.join(self._dir.name, "spool.arrow")
+        self._writer: pa.ipc.RecordBatchFileWriter | None = None
+        self._schema: pa.Schema | None = None
+        self._closed = False
         self.rows = 0
 
     def add(self, frame: pl.DataFrame) -> None:
         table = delta_safe(frame).to_arrow()
         if self._writer is None:
-            # A local temporary file written and read once: compressing it would only cost CPU.
-            self._writer = pq.ParquetWriter(self.path, table.schema, compression="none")
+            self._schema = table.schema
+            self._writer = pa.ipc.new_file(self.path, table.schema)
         if frame.height:
-            self._writer.write_table(table.cast(self._writer.schema))
+            self._writer.write_table(table.cast(self._schema))
             self.rows += frame.height
+
+    @property
+    def batches(self) -> int:
+        """How many chunks the file holds (once it has been read back)."""
+        return pa.ipc.open_file(self.path).num_record_batches if self._closed else 0
 
     def reader(self) -> pa.RecordBatchReader | None:
         if self._writer is None or not self.rows:
             return None
-        self._writer.close()
-        handle = pq.ParquetFile(self.path)
-        return pa.RecordBatchReader.from_batches(handle.schema_arrow, handle.iter_batches(batch_size=250_000))
+        if not self._closed:
+            self._writer.close()
+            self._closed = True
+        handle = pa.ipc.open_file(pa.OSFile(self.path, "rb"))
+        return pa.RecordBatchReader.from_batches(
+            handle.schema, (handle.get_batch(i) for i in range(handle.num_record_batches))
+        )
 
     def close(self) -> None:
         self._dir.cleanup()
@@ -322,11 +335,22 @@ class LakeZone(dg.ConfigurableResource):
         wanted = None if columns is None else [*columns, "_change_type", "_commit_version"]
         try:
             reader = pa.RecordBatchReader.from_stream(table.load_cdf(starting_version=start, columns=wanted))
+            # The change feed arrives in batches of a few thousand rows; callers get chunks of up to
+            # CHANGE_CHUNK_ROWS, so what they do per chunk (transform, rules, spool) is paid a few times
+            # per million rows, not hundreds of times, while memory stays one chunk.
+            pending: list[pl.DataFrame] = []
+            pending_rows = 0
             for batch in reader:
                 frame = pl.from_arrow(batch)
                 frame = frame.filter(pl.col("_change_type").is_in(list(kinds)))  # type: ignore[union-attr]
                 if frame.height:
-                    yield frame.drop("_change_type", "_commit_timestamp", strict=False)  # type: ignore[union-attr]
+                    pending.append(frame.drop("_change_type", "_commit_timestamp", strict=False))  # type: ignore[union-attr]
+                    pending_rows += frame.height
+                if pending_rows >= CHANGE_CHUNK_ROWS:
+                    yield pl.concat(pending, how="vertical_relaxed")
+                    pending, pending_rows = [], 0
+            if pending:
+                yield pl.concat(pending, how="vertical_relaxed")
         except (DeltaError, OSError) as err:
             raise self.data_error(name, err) from err
 
