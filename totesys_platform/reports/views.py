@@ -8,10 +8,10 @@ is per currency code. No Dagster here; assets/reports.py wraps it.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import html
 from dataclasses import dataclass
 
-import plotly.graph_objects as go
 import plotly.io as pio
 import polars as pl
 import psycopg
@@ -406,28 +406,45 @@ def markdown_summary(frame: pl.DataFrame, limit: int = 15) -> str:
     return "\n".join(lines)
 
 
-def figure(report: Report, frame: pl.DataFrame) -> go.Figure:
+@functools.cache
+def _template() -> dict:
+    """plotly's default look, as the plain dict a figure carries (built once per process)."""
+    return pio.templates[pio.templates.default].to_plotly_json()
+
+
+def figure(report: Report, frame: pl.DataFrame) -> dict:
+    """The report's chart as a plotly figure dict: plotly.js draws it as it would a `go.Figure`, without
+    building and validating plotly's Python objects for every trace (a tenth of a second per run)."""
     chart = report.chart
-    fig = go.Figure()
+    traces = []
     for (series,), part in frame.sort(chart.series).group_by(chart.series, maintain_order=True):
         if chart.kind == "line":
             part = part.sort(chart.x)
-            fig.add_trace(
-                go.Scatter(x=part[chart.x].to_list(), y=part[chart.y].to_list(), mode="lines+markers", name=str(series))
+            traces.append(
+                {
+                    "type": "scatter",
+                    "x": part[chart.x].to_list(),
+                    "y": part[chart.y].to_list(),
+                    "mode": "lines+markers",
+                    "name": str(series),
+                }
             )
         else:
             totals = part.group_by(chart.x).agg(pl.col(chart.y).sum()).sort(chart.y, descending=True)
             if chart.top:
                 totals = totals.head(chart.top)
-            fig.add_trace(go.Bar(x=totals[chart.x].to_list(), y=totals[chart.y].to_list(), name=str(series)))
-    fig.update_layout(
-        title=f"{report.title} ({chart.y} per currency)",
-        barmode="group",
-        height=420,
-        margin={"l": 60, "r": 20, "t": 60, "b": 120},
-        legend_title_text="currency",
-    )
-    return fig
+            traces.append(
+                {"type": "bar", "x": totals[chart.x].to_list(), "y": totals[chart.y].to_list(), "name": str(series)}
+            )
+    layout = {
+        "template": _template(),
+        "title": {"text": f"{report.title} ({chart.y} per currency)"},
+        "barmode": "group",
+        "height": 420,
+        "margin": {"l": 60, "r": 20, "t": 60, "b": 120},
+        "legend": {"title": {"text": "currency"}},
+    }
+    return {"data": traces, "layout": layout}
 
 
 def html_table(frame: pl.DataFrame, limit: int = 20) -> str:
@@ -472,7 +489,11 @@ def dashboard_html(frames: dict[str, pl.DataFrame], views_schema: str, generated
     for i, report in enumerate(REPORTS):
         frame = frames[report.name]
         chart = pio.to_html(
-            figure(report, frame), include_plotlyjs=i == 0, full_html=False, config={"displaylogo": False}
+            figure(report, frame),
+            include_plotlyjs=i == 0,
+            full_html=False,
+            config={"displaylogo": False},
+            validate=False,
         )
         sections.append(
             f"<section id='{report.name}'><h2>{html.escape(report.title)}</h2>"
