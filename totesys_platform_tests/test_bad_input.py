@@ -174,7 +174,8 @@ def test_foreign_and_corrupt_files_in_the_zones(locked_down, sample_source):
     assert not readable.passed and "ingestion zone, table payment" in readable.description
     assert "move it aside" in readable.description
     failed_steps = {e.step_key for e in broken.all_events if e.event_type_value == "STEP_FAILURE"}
-    assert failed_steps == {"processed__fact_sales_order", "processed__fact_purchase_order"}  # they read dim_staff
+    # Only a fact with new rows reads dim_staff's keys (fact_purchase_order has none this run: it goes on).
+    assert failed_steps == {"processed__fact_sales_order"}
     assert "processed zone, table dim_staff" in failure_text(broken)
     assert not [e for e in broken.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     materialized = {e.asset_key.to_user_string() for e in broken.get_asset_materialization_events()}

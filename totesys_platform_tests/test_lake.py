@@ -152,3 +152,27 @@ def test_an_append_only_table_is_compacted_without_changing_any_object_or_what_r
     # What the table consumed survives its compaction commits, and the dedup read still finds recent rows.
     assert zone.consumed("payment") == {"raw": 9}
     assert sorted(zone.read_since("payment", "last_updated", 80, ["k"])["k"].to_list()) == [80, 81, 90, 91]
+
+
+def test_a_merge_names_its_keys_so_delta_prunes_files_and_upserts_the_same(tmp_path, monkeypatch):
+    frame = pl.DataFrame({"k": [3, 1, 2, 2, None], "v": ["c", "a", "b", "b", "n"]})
+    assert lake._key_filter(frame, "k") == " AND t.k IN (1, 2, 3)"
+    monkeypatch.setattr(lake, "MERGE_KEY_LITERALS", 2)
+    assert lake._key_filter(frame, "k") == " AND t.k BETWEEN 1 AND 3"
+    assert lake._key_filter(pl.DataFrame({"k": ["x"], "v": ["y"]}), "k") == ""  # only integer keys
+
+    # Either form upserts exactly as a plain key join would: matched keys updated, others inserted, the
+    # keys outside the filter untouched, with many files in the table to prune.
+    zone = LakeZone(url=str(tmp_path / "processed"))
+    for first in range(0, 40, 10):
+        new = pl.DataFrame({"k": list(range(first, first + 10)), "v": ["old"] * 10})
+        zone.merge("dim", new, "k", {CONSUMED_KEY: {"raw": first}})
+    for limit in (lake.MERGE_KEY_LITERALS, 5000):
+        monkeypatch.setattr(lake, "MERGE_KEY_LITERALS", limit)
+        change = pl.DataFrame({"k": [5, 25, 100 + limit], "v": [f"new {limit}"] * 3})
+        zone.merge("dim", change, "k", {CONSUMED_KEY: {"raw": 100 + limit}})
+    table = zone.scan("dim").collect()
+    assert table.height == table["k"].n_unique() == 42  # no key twice: every change found its row
+    rows = dict(table.iter_rows())
+    assert rows[5] == rows[25] == "new 5000" and rows[102] == "new 2" and rows[5100] == "new 5000"
+    assert [rows[k] for k in range(40) if k not in (5, 25)] == ["old"] * 38

@@ -194,7 +194,7 @@ def ingest_table(
     recorded = zone.last_commit(table.name)
     previous = recorded.get("watermark")
     since_dt = dt.datetime.fromisoformat(previous) - lookback if previous else None
-    seen = ingested_since(zone, table, since_dt) if since_dt else None
+    seen: pl.DataFrame | None = None  # read once the source returns rows (a quiet table costs no lake read)
     result = IngestResult(
         table.name,
         Spool(),
@@ -210,6 +210,8 @@ def ingest_table(
         for chunk in extract_chunks(
             cursor, table, extra, since_dt.strftime(STAMP_FORMAT) if since_dt else None, chunk_rows
         ):
+            if since_dt is not None and seen is None and chunk.height:
+                seen = ingested_since(zone, table, since_dt)
             if seen is not None and seen.height:
                 before = chunk.height
                 chunk = chunk.join(seen, on=[table.primary_key, table.cursor], how="anti")

@@ -122,3 +122,9 @@ class PostgresResource(dg.ConfigurableResource):
             finally:
                 with contextlib.suppress(psycopg.Error):
                     conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [name])
+
+
+class WarehouseConfig(dg.ConfigurableResource):
+    """Where the star schema lives in the warehouse database."""
+
+    schema_name: str = "public"

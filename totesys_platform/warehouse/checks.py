@@ -1,5 +1,6 @@
 """Asset checks on the warehouse generated from the catalog: the star-schema rules (each a SQL count of
-offending rows) and the reconciliation of every table with the lake zones and the quarantine.
+offending rows; full-table, so nightly) and the reconciliation of every table with the lake zones and the
+quarantine (routine: evaluated in the warehouse step right after its load, or on its own).
 
 Reconciliation counts come from the Delta logs (`num_records` of each file), so they cost the same on
 day 300 as on day 1; only a mismatch reads rows, to name the missing and unexpected ones.
@@ -14,8 +15,11 @@ from totesys_platform.catalog import WAREHOUSE_TABLES, WAREHOUSE_TABLES_BY_NAME,
 from totesys_platform.processed.build import quarantine_table
 from totesys_platform.processed.rules import markdown_table
 from totesys_platform.resources.lake import LakeZone
-from totesys_platform.resources.postgres import PostgresResource
-from totesys_platform.warehouse.assets import WarehouseConfig, warehouse_key
+from totesys_platform.resources.postgres import PostgresResource, WarehouseConfig
+
+
+def warehouse_key(table: str) -> dg.AssetKey:
+    return dg.AssetKey(["warehouse", table])
 
 
 def quality_rules(table: WarehouseTable, schema: str) -> list[tuple[str, bool, sql.Composable]]:
@@ -169,45 +173,45 @@ def reconciliation(
     return counts, missing, unexpected
 
 
-def build_reconciliation_check(table: WarehouseTable) -> dg.AssetChecksDefinition:
+def reconciliation_check_name(table: WarehouseTable) -> str:
+    return f"{table.name}_reconciles_with_the_ingestion_zone"
+
+
+def reconciliation_check_spec(table: WarehouseTable) -> dg.AssetCheckSpec:
     what = (
         "every ingested row version is in the table once or in quarantine"
         if table.is_fact
         else f"one row per member of processed/{table.name} (one per {table.source.name} key ingested)"
     )
-
-    @dg.asset_check(
+    return dg.AssetCheckSpec(
+        reconciliation_check_name(table),
         asset=warehouse_key(table.name),
-        name=f"{table.name}_reconciles_with_the_ingestion_zone",
         description=f"{table.name}: {what}; reports the counts and the differing rows.",
     )
-    def _check(
-        warehouse_db: PostgresResource, ingestion_zone: LakeZone, processed_zone: LakeZone, warehouse: WarehouseConfig
-    ) -> dg.AssetCheckResult:
-        with warehouse_db.connect() as conn:
-            counts, missing, unexpected = reconciliation(
-                table, ingestion_zone, processed_zone, conn, warehouse.schema_name
-            )
-        passed = missing.is_empty() and unexpected.is_empty() and counts["expected_in_warehouse"] == counts["warehouse"]
-        return dg.AssetCheckResult(
-            passed=passed,
-            description="counts reconcile: "
-            + ", ".join(f"{k} {v}" for k, v in counts.items())
-            + ("" if passed else f"; {missing.height} missing from the warehouse, {unexpected.height} unexpected"),
-            metadata={
-                **counts,
-                "missing_rows": missing.height,
-                "unexpected_rows": unexpected.height,
-                "missing_sample": dg.MetadataValue.md(markdown_table(missing, limit=10)),
-                "unexpected_sample": dg.MetadataValue.md(markdown_table(unexpected, limit=10)),
-            },
-        )
 
-    return _check
+
+def reconciliation_check_result(
+    table: WarehouseTable, ingestion: LakeZone, processed: LakeZone, conn, schema: str
+) -> dg.AssetCheckResult:
+    counts, missing, unexpected = reconciliation(table, ingestion, processed, conn, schema)
+    passed = missing.is_empty() and unexpected.is_empty() and counts["expected_in_warehouse"] == counts["warehouse"]
+    return dg.AssetCheckResult(
+        asset_key=warehouse_key(table.name),
+        check_name=reconciliation_check_name(table),
+        passed=passed,
+        description="counts reconcile: "
+        + ", ".join(f"{k} {v}" for k, v in counts.items())
+        + ("" if passed else f"; {missing.height} missing from the warehouse, {unexpected.height} unexpected"),
+        metadata={
+            **counts,
+            "missing_rows": missing.height,
+            "unexpected_rows": unexpected.height,
+            "missing_sample": dg.MetadataValue.md(markdown_table(missing, limit=10)),
+            "unexpected_sample": dg.MetadataValue.md(markdown_table(unexpected, limit=10)),
+        },
+    )
 
 
 def build_checks() -> list[dg.AssetChecksDefinition]:
-    return [
-        *(build_warehouse_check(t) for t in WAREHOUSE_TABLES),
-        *(build_reconciliation_check(t) for t in WAREHOUSE_TABLES if t.build != "calendar"),
-    ]
+    """The full-table rule checks (the reconciliation checks are part of the warehouse assets)."""
+    return [build_warehouse_check(t) for t in WAREHOUSE_TABLES]
