@@ -249,6 +249,40 @@ def test_a_step_lock_waits_for_its_holder_names_it_and_times_out_clearly(platfor
     assert len(said) == 1
 
 
+def test_a_run_reuses_its_connections_clean_and_closes_them_at_the_end(platform):
+    from types import SimpleNamespace
+
+    from totesys_platform.definitions import database_resource
+
+    db = database_resource(platform, "warehouse")
+    db.setup_for_execution(SimpleNamespace(run_id="r"))  # type: ignore[arg-type]
+    said: list[str] = []
+    with db.exclusive("totesys_platform reuse test", holder="totesys step one", log=said.append):
+        with db.connect() as conn:  # in use meanwhile: a second connection
+            other = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    with db.connect() as conn:
+        first = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        conn.execute("SET statement_timeout = '1234ms'")
+        conn.execute("SELECT pg_advisory_lock(42)")
+    with db.connect(autocommit=True) as conn:
+        # The same session, handed back clean: settings reset, the lock and the step's name gone.
+        assert conn.execute("SELECT pg_backend_pid()").fetchone()[0] in (first, other)
+        assert conn.execute("SHOW statement_timeout").fetchone()[0] == "0"
+        assert conn.execute("SHOW application_name").fetchone()[0] != "totesys step one"
+        assert conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()[0] == 0
+    with pytest.raises(RuntimeError), db.connect() as conn:
+        broken = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        raise RuntimeError("the step failed")
+    with db.connect() as conn:  # a connection whose block raised is not handed out again
+        assert conn.execute("SELECT pg_backend_pid()").fetchone()[0] != broken
+        kept = conn
+    db.teardown_after_execution(SimpleNamespace(run_id="r"))  # type: ignore[arg-type]
+    assert kept.closed and not db._idle
+    with db.connect() as conn:  # outside a run every connection is closed after its block
+        pass
+    assert conn.closed
+
+
 def test_a_quiet_source_gets_a_heartbeat_run_so_freshness_stays_true(platform, monkeypatch):
     import totesys_platform.automation as automation
 
