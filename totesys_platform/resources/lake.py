@@ -60,9 +60,9 @@ DELTA_COMMIT_INFO = frozenset(
 )  # fmt: skip
 CONSUMED_KEY = "totesys.consumed"  # commit metadata: {input table: last version consumed}
 # A merged table (a dimension) gains files with every merge; past this many small files they are compacted,
-# so reading it costs what its rows cost, not what its history of merges cost. Files stay at most
-# COMPACT_MERGED_TARGET_BYTES: a merge that updates a row rewrites that row's file (copy-on-write), so the
-# file size bounds what an update costs, and a file that big is never compacted again.
+# so reading it costs what its rows cost, not what its history of merges cost. Only files under
+# COMPACT_MERGED_TARGET_BYTES are compacted, into files of at most that size: a big file (a big dimension's
+# first write) is never rewritten by compaction, only by a merge updating one of its rows (copy-on-write).
 COMPACT_AFTER_FILES = 8
 COMPACT_MERGED_TARGET_BYTES = 8 * 2**20
 # A merge names the keys it touches, up to this many, as literals: Delta then skips every file whose key
@@ -187,11 +187,6 @@ class Spool:
         if frame.height:
             self._writer.write_table(table.cast(self._schema))
             self.rows += frame.height
-
-    @property
-    def batches(self) -> int:
-        """How many chunks the file holds (once it has been read back)."""
-        return pa.ipc.open_file(self.path).num_record_batches if self._closed else 0
 
     def reader(self) -> pa.RecordBatchReader | None:
         if self._writer is None or not self.rows:
