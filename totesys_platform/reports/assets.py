@@ -12,7 +12,7 @@ from totesys_platform.reports.views import (
     headline,
     markdown_summary,
     read_report,
-    refresh_current,
+    refresh_summaries,
     reports_schema,
 )
 from totesys_platform.resources.lake import LakeZone
@@ -70,7 +70,7 @@ def build_report_assets(**asset_kwargs) -> list[dg.AssetsDefinition]:
         with warehouse_db.connect() as conn:
             schema = ensure_report_views(conn, warehouse.schema_name)
             conn.commit()
-            refreshed = refresh_current(conn, warehouse.schema_name)
+            refreshed = refresh_summaries(conn, warehouse.schema_name)
             frames = {r.name: read_report(conn, warehouse.schema_name, r) for r in wanted}
         for report in wanted:
             if report_key(report.name) not in selected:

@@ -1,15 +1,18 @@
 """Business summaries over the warehouse: SQL views (usable from any BI tool) and the HTML dashboard.
 
-Facts keep every version of a source row, so every summary reads the *current* version of each order
-and payment (the `*_current` views). Amounts are never summed across currencies: every money figure
-is per currency code. No Dagster here; assets/reports.py wraps it.
+Facts keep every version of a source row, so every summary counts the *current* (newest) version of each
+order and payment. The summaries are tables kept up to date from the new fact rows only; the report views
+read them. Amounts are never summed across currencies: every money figure is per currency code. No
+Dagster here; reports/assets.py wraps it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import html
+import re
 from dataclasses import dataclass
 
 import plotly.io as pio
@@ -17,17 +20,8 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from totesys_platform.catalog import WAREHOUSE_TABLES_BY_NAME
+from totesys_platform.catalog import WAREHOUSE_TABLES_BY_NAME, WarehouseTable
 from totesys_platform.warehouse.load import lock_table_writes
-
-# The newest version of each fact row, kept as a table in the reports schema and brought up to date from
-# the fact rows added since the last refresh (facts only ever gain rows, with increasing record ids), so a
-# refresh costs the new versions, not the table.
-CURRENT_TABLES = {
-    "current_sales_order": ("fact_sales_order", "sales_order_id", "sales_record_id"),
-    "current_purchase_order": ("fact_purchase_order", "purchase_order_id", "purchase_record_id"),
-    "current_payment": ("fact_payment", "payment_id", "payment_record_id"),
-}
 
 
 @dataclass(frozen=True)
@@ -36,7 +30,7 @@ class Summary:
     (add the new current versions, subtract the ones they replace), so a refresh costs the changes."""
 
     name: str
-    current: str  # one of CURRENT_TABLES
+    fact: str  # a warehouse fact table
     groups: tuple[tuple[str, str], ...]  # (column, SQL expression over a current-version row)
     measures: tuple[tuple[str, str], ...]  # (column, SQL expression summed); the first counts rows
 
@@ -45,37 +39,37 @@ SALES = (("orders", "1"), ("units", "units_sold"), ("revenue", "units_sold * uni
 SUMMARIES: tuple[Summary, ...] = (
     Summary(
         "sum_sales_by_month",
-        "current_sales_order",
+        "fact_sales_order",
         (("month", "date_trunc('month', created_date)::date"), ("currency_id", "currency_id")),
         SALES,
     ),
     Summary(
         "sum_sales_by_design",
-        "current_sales_order",
+        "fact_sales_order",
         (("design_id", "design_id"), ("currency_id", "currency_id")),
         SALES,
     ),
     Summary(
         "sum_sales_by_location",
-        "current_sales_order",
+        "fact_sales_order",
         (("location_id", "agreed_delivery_location_id"), ("currency_id", "currency_id")),
         SALES,
     ),
     Summary(
         "sum_sales_by_staff",
-        "current_sales_order",
+        "fact_sales_order",
         (("staff_id", "sales_staff_id"), ("currency_id", "currency_id")),
         SALES,
     ),
     Summary(
         "sum_purchases_by_counterparty",
-        "current_purchase_order",
+        "fact_purchase_order",
         (("counterparty_id", "counterparty_id"), ("currency_id", "currency_id")),
         (("orders", "1"), ("quantity", "item_quantity"), ("spend", "item_quantity * item_unit_price")),
     ),
     Summary(
         "sum_payments",
-        "current_payment",
+        "fact_payment",
         (
             ("currency_id", "currency_id"),
             ("payment_type_id", "payment_type_id"),
@@ -199,83 +193,110 @@ def reports_schema(warehouse_schema: str) -> str:
     return "reports" if warehouse_schema == "public" else f"{warehouse_schema}_reports"
 
 
+# Tables an earlier release kept in the reports schema (a copy of each fact's current versions, as big as
+# the facts): dropped when the schema is brought up to date.
+LEGACY_TABLES = ("current_sales_order", "current_purchase_order", "current_payment")
+REPORTS_LOCK = "{} reports refresh"  # advisory lock of one warehouse schema's reports (DDL and refresh)
+
+
+def layout_fingerprint(warehouse_schema: str) -> str:
+    """What the reports schema's DDL is made from; stored as the schema's comment, so a run whose schema is up
+    to date costs one catalog query, and a release that changes a summary or a view rebuilds them."""
+    text = repr((warehouse_schema, SUMMARIES, tuple((r.name, r.query) for r in REPORTS)))
+    return "totesys_platform reports " + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def ensure_report_views(conn: psycopg.Connection, warehouse_schema: str) -> str:
-    """Create the current-version tables (if missing) and one view per report; returns the reports schema."""
-    w, r = sql.Identifier(warehouse_schema), sql.Identifier(reports_schema(warehouse_schema))
-    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(r))
-    conn.execute(
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {}.refresh_state (fact text PRIMARY KEY, last_record_id bigint NOT NULL)"
-        ).format(r)
-    )
-    for table, (fact, key, _) in CURRENT_TABLES.items():
+    """Create the summary tables and one view per report, unless the schema is already up to date; returns
+    the reports schema. Changed definitions (a new release) drop the summaries: the next refresh rebuilds them."""
+    name, fingerprint = reports_schema(warehouse_schema), layout_fingerprint(warehouse_schema)
+    current = conn.execute("SELECT obj_description(to_regnamespace(%s), 'pg_namespace')", (name,)).fetchone()[0]
+    if current == fingerprint:
+        return name
+    w, r = sql.Identifier(warehouse_schema), sql.Identifier(name)
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (REPORTS_LOCK.format(warehouse_schema),))
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(r))
+        for report in REPORTS:  # views first: they read the summaries
+            conn.execute(sql.SQL("DROP VIEW IF EXISTS {}.{}").format(r, sql.Identifier(report.name)))
+        for table in (*LEGACY_TABLES, *(s.name for s in SUMMARIES)):
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}.{}").format(r, sql.Identifier(table)))
         conn.execute(
-            sql.SQL("CREATE TABLE IF NOT EXISTS {r}.{t} (LIKE {w}.{f}, PRIMARY KEY ({k}))").format(
-                r=r, t=sql.Identifier(table), w=w, f=sql.Identifier(fact), k=sql.Identifier(key)
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {}.refresh_state (fact text PRIMARY KEY, last_record_id bigint NOT NULL)"
+            ).format(r)
+        )
+        conn.execute(sql.SQL("DELETE FROM {}.refresh_state").format(r))  # every summary starts again
+        for summary in SUMMARIES:
+            groups = sql.SQL(", ").join(
+                sql.SQL("{} AS {}").format(sql.SQL(e), sql.Identifier(n)) for n, e in summary.groups
             )
-        )
-    for summary in SUMMARIES:
-        if conn.execute("SELECT to_regclass(%s)", (f"{reports_schema(warehouse_schema)}.{summary.name}",)).fetchone()[
-            0
-        ]:
-            continue
-        groups = sql.SQL(", ").join(
-            sql.SQL("{} AS {}").format(sql.SQL(e), sql.Identifier(n)) for n, e in summary.groups
-        )
-        measures = sql.SQL(", ").join(
-            sql.SQL("sum({}) AS {}").format(sql.SQL(e), sql.Identifier(n)) for n, e in summary.measures
-        )
-        names = sql.SQL(", ").join(sql.Identifier(n) for n, _ in summary.groups)
-        conn.execute(
-            sql.SQL("CREATE TABLE {r}.{s} AS SELECT {g}, {m} FROM {r}.{c} GROUP BY {k} WITH NO DATA").format(
-                r=r,
-                s=sql.Identifier(summary.name),
-                g=groups,
-                m=measures,
-                c=sql.Identifier(summary.current),
-                k=sql.SQL(", ").join(sql.SQL(str(i + 1)) for i in range(len(summary.groups))),
+            measures = sql.SQL(", ").join(
+                sql.SQL("sum({}) AS {}").format(sql.SQL(e), sql.Identifier(n)) for n, e in summary.measures
             )
-        )
-        conn.execute(sql.SQL("ALTER TABLE {}.{} ADD PRIMARY KEY ({})").format(r, sql.Identifier(summary.name), names))
-    for report in REPORTS:
-        view = sql.Identifier(report.name)
-        conn.execute(sql.SQL("DROP VIEW IF EXISTS {}.{}").format(r, view))
-        conn.execute(sql.SQL("CREATE VIEW {}.{} AS {}").format(r, view, sql.SQL(report.query).format(w=w, r=r)))
-    return reports_schema(warehouse_schema)
+            conn.execute(
+                sql.SQL("CREATE TABLE {r}.{s} AS SELECT {g}, {m} FROM {w}.{f} GROUP BY {k} WITH NO DATA").format(
+                    r=r,
+                    s=sql.Identifier(summary.name),
+                    g=groups,
+                    m=measures,
+                    w=w,
+                    f=sql.Identifier(summary.fact),
+                    k=sql.SQL(", ").join(sql.SQL(str(i + 1)) for i in range(len(summary.groups))),
+                )
+            )
+            conn.execute(
+                sql.SQL("ALTER TABLE {}.{} ADD PRIMARY KEY ({})").format(
+                    r, sql.Identifier(summary.name), sql.SQL(", ").join(sql.Identifier(n) for n, _ in summary.groups)
+                )
+            )
+        for report in REPORTS:
+            conn.execute(
+                sql.SQL("CREATE VIEW {}.{} AS {}").format(
+                    r, sql.Identifier(report.name), sql.SQL(report.query).format(w=w, r=r)
+                )
+            )
+        conn.execute(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(r, sql.Literal(fingerprint)))
+    return name
 
 
-def refresh_current(conn: psycopg.Connection, warehouse_schema: str) -> dict[str, int]:
-    """Bring the current-version tables and the summaries up to date with the fact rows added since the
-    last refresh: the changed keys' new current versions are added to the summaries, the versions they
-    replace subtracted. The work grows with the new fact rows, not with the facts."""
+def refresh_summaries(conn: psycopg.Connection, warehouse_schema: str) -> dict[str, int]:
+    """Bring the summaries up to date with the fact rows added since the last refresh: the changed keys' new
+    current versions are added, the versions they replace (looked up by key in the fact) subtracted. The
+    work grows with the new fact rows, not with the facts. Returns, per fact, the keys whose current version
+    changed."""
     w, r = sql.Identifier(warehouse_schema), sql.Identifier(reports_schema(warehouse_schema))
     changed = {}
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{warehouse_schema} reports refresh",))
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (REPORTS_LOCK.format(warehouse_schema),))
         # The summaries advance by the facts' record ids: wait for any load of them still in flight in another
         # run, or rows it commits later with lower ids would be skipped for good (always in this order).
-        for fact in sorted(fact for fact, _, _ in CURRENT_TABLES.values()):
+        facts = sorted({s.fact for s in SUMMARIES})
+        for fact in facts:
             lock_table_writes(conn, warehouse_schema, fact)
-        for table, (fact, key, record_id) in CURRENT_TABLES.items():
-            summaries = [x for x in SUMMARIES if x.current == table]
+        for fact in facts:
+            table = WAREHOUSE_TABLES_BY_NAME[fact]
+            summaries = [s for s in SUMMARIES if s.fact == fact]
             row = conn.execute(
                 sql.SQL("SELECT last_record_id FROM {}.refresh_state WHERE fact = %s").format(r), (fact,)
             ).fetchone()
             since = row[0] if row else 0
             newest = conn.execute(
-                sql.SQL("SELECT max({}) FROM {}.{}").format(sql.Identifier(record_id), w, sql.Identifier(fact))
+                sql.SQL("SELECT max({}) FROM {}.{}").format(
+                    sql.Identifier(table.surrogate_key), w, sql.Identifier(fact)
+                )
             ).fetchone()[0]
             if newest is None or newest < since:  # the facts were emptied or rebuilt: start again
                 since = 0
             if newest is None or newest <= since:
-                changed[table] = 0
+                changed[fact] = 0
                 if since == 0:
-                    _truncate(conn, r, [table, *(x.name for x in summaries)])
+                    _truncate(conn, r, [s.name for s in summaries])
                 continue
             if since == 0:
-                changed[table] = _rebuild(conn, w, r, table, fact, key, record_id, newest, summaries)
+                changed[fact] = _rebuild(conn, w, r, table, newest, summaries)
             else:
-                changed[table] = _apply_changes(conn, w, r, table, fact, key, record_id, since, newest, summaries)
+                changed[fact] = _apply_changes(conn, w, r, table, since, newest, summaries)
             conn.execute(
                 sql.SQL(
                     "INSERT INTO {}.refresh_state VALUES (%s, %s) ON CONFLICT (fact) DO UPDATE SET last_record_id = %s"
@@ -291,12 +312,25 @@ def _truncate(conn: psycopg.Connection, r: sql.Identifier, names: list[str]) -> 
     )
 
 
-def _newest_versions(w, fact, key, record_id, names) -> sql.Composed:
+def _used_columns(table: WarehouseTable, summaries: list[Summary]) -> list[str]:
+    """The fact's columns a version is identified by, and those the summaries' expressions read."""
+    expressions = " ".join(e for s in summaries for _, e in (*s.groups, *s.measures))
+    used = {c.name for c in table.columns if re.search(rf"\b{re.escape(c.name)}\b", expressions)}
+    return [c.name for c in table.columns if c.name in {*table.version_key, *used}]
+
+
+def _newest_versions(w, table: WarehouseTable, columns: list[str]) -> sql.Composed:
     """The newest version of each key among the fact rows with record ids in (%s, %s]."""
     return sql.SQL(
         "SELECT DISTINCT ON ({k}) {n} FROM {w}.{f} WHERE {rid} > %s AND {rid} <= %s"
         " ORDER BY {k}, last_updated_date DESC, last_updated_time DESC"
-    ).format(k=sql.Identifier(key), n=names, w=w, f=sql.Identifier(fact), rid=sql.Identifier(record_id))
+    ).format(
+        k=sql.Identifier(table.key),
+        n=sql.SQL(", ").join(map(sql.Identifier, columns)),
+        w=w,
+        f=sql.Identifier(table.name),
+        rid=sql.Identifier(table.surrogate_key),
+    )
 
 
 def _summary_insert(r: sql.Identifier, summary: Summary, rows: sql.Composable, *, signed: bool) -> sql.Composed:
@@ -322,39 +356,53 @@ def _summary_insert(r: sql.Identifier, summary: Summary, rows: sql.Composable, *
     return query
 
 
-def _rebuild(conn, w, r, table, fact, key, record_id, newest, summaries) -> int:
-    """From nothing (first refresh, or the facts were rebuilt): one pass each, with no deltas to merge."""
-    _truncate(conn, r, [table, *(x.name for x in summaries)])
-    names = sql.SQL(", ").join(sql.Identifier(c.name) for c in WAREHOUSE_TABLES_BY_NAME[fact].columns)
-    count = conn.execute(
-        sql.SQL("INSERT INTO {}.{} ({}) ").format(r, sql.Identifier(table), names)
-        + _newest_versions(w, fact, key, record_id, names),
+def _rebuild(conn, w, r, table: WarehouseTable, newest: int, summaries: list[Summary]) -> int:
+    """From nothing (first refresh, or the facts were rebuilt): one statement finds the current versions once
+    and fills every summary of the fact from them (nothing else is written)."""
+    _truncate(conn, r, [s.name for s in summaries])
+    fills = sql.SQL(", ").join(
+        sql.SQL("{} AS ({})").format(
+            sql.Identifier(f"fill_{s.name}"), _summary_insert(r, s, sql.SQL("current_versions"), signed=False)
+        )
+        for s in summaries
+    )
+    return conn.execute(
+        sql.SQL("WITH current_versions AS ({}), {} SELECT count(*) FROM current_versions").format(
+            _newest_versions(w, table, _used_columns(table, summaries)), fills
+        ),
         (0, newest),
-    ).rowcount
-    for summary in summaries:
-        conn.execute(_summary_insert(r, summary, sql.SQL("{}.{}").format(r, sql.Identifier(table)), signed=False))
-    return count
+    ).fetchone()[0]
 
 
-def _apply_changes(conn, w, r, table, fact, key, record_id, since, newest, summaries) -> int:
-    columns = [c.name for c in WAREHOUSE_TABLES_BY_NAME[fact].columns]
-    names = sql.SQL(", ").join(map(sql.Identifier, columns))
-    k, current = sql.Identifier(key), sql.SQL("{}.{}").format(r, sql.Identifier(table))
-    version = sql.SQL("(x.last_updated_date, x.last_updated_time)")
-    # The newest version of each key among the new fact rows, if it is newer than the current one.
+def _apply_changes(conn, w, r, table: WarehouseTable, since: int, newest: int, summaries: list[Summary]) -> int:
+    columns = _used_columns(table, summaries)
+    k, fact, rid = sql.Identifier(table.key), sql.Identifier(table.name), sql.Identifier(table.surrogate_key)
+    # The newest version of each key among the new fact rows ...
     conn.execute(
-        sql.SQL("CREATE TEMP TABLE delta_new ON COMMIT DROP AS ") + _newest_versions(w, fact, key, record_id, names),
+        sql.SQL("CREATE TEMP TABLE delta_new ON COMMIT DROP AS ") + _newest_versions(w, table, columns),
         (since, newest),
     )
+    # ... and the one current at the last refresh: the newest of the key's rows before it (by the fact's
+    # version index, a few rows per key).
     conn.execute(
         sql.SQL(
-            "DELETE FROM delta_new x USING {c} c WHERE c.{k} = x.{k} AND {v} < (c.last_updated_date, c.last_updated_time)"
-        ).format(c=current, k=k, v=version)
+            "CREATE TEMP TABLE delta_old ON COMMIT DROP AS SELECT o.* FROM delta_new x CROSS JOIN LATERAL"
+            " (SELECT {n} FROM {w}.{f} f WHERE f.{k} = x.{k} AND f.{rid} <= %s"
+            " ORDER BY f.last_updated_date DESC, f.last_updated_time DESC LIMIT 1) o"
+        ).format(
+            n=sql.SQL(", ").join(sql.SQL("f.{}").format(sql.Identifier(c)) for c in columns), w=w, f=fact, k=k, rid=rid
+        ),
+        (since,),
+    )
+    version = sql.SQL("({0}.last_updated_date, {0}.last_updated_time)")
+    # A new row older than the current version (a late arrival) changes nothing; neither side counts.
+    conn.execute(
+        sql.SQL("DELETE FROM delta_new x USING delta_old o WHERE o.{k} = x.{k} AND {x} < {o}").format(
+            k=k, x=version.format(sql.SQL("x")), o=version.format(sql.SQL("o"))
+        )
     )
     conn.execute(
-        sql.SQL(
-            "CREATE TEMP TABLE delta_old ON COMMIT DROP AS SELECT c.* FROM {c} c JOIN delta_new x USING ({k})"
-        ).format(c=current, k=k)
+        sql.SQL("DELETE FROM delta_old o WHERE NOT EXISTS (SELECT 1 FROM delta_new x WHERE x.{k} = o.{k})").format(k=k)
     )
     signed_rows = sql.SQL("(SELECT 1 AS _sign, * FROM delta_new UNION ALL SELECT -1, * FROM delta_old) d")
     for summary in summaries:
@@ -364,12 +412,7 @@ def _apply_changes(conn, w, r, table, fact, key, record_id, since, newest, summa
                 r, sql.Identifier(summary.name), sql.Identifier(summary.measures[0][0])
             )
         )
-    updates = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns)
-    count = conn.execute(
-        sql.SQL("INSERT INTO {c} ({n}) SELECT {n} FROM delta_new ON CONFLICT ({k}) DO UPDATE SET {u}").format(
-            c=current, n=names, k=k, u=updates
-        )
-    ).rowcount
+    count = conn.execute("SELECT count(*) FROM delta_new").fetchone()[0]
     conn.execute("DROP TABLE delta_new, delta_old")
     return count
 
