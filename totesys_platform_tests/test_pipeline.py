@@ -131,19 +131,19 @@ def test_a_run_killed_before_the_warehouse_then_rerun_ends_the_same(platform, mo
     # A second run dies inside the fact_payment load, after its COPY: that transaction must roll back.
     import totesys_platform.warehouse.load as warehouse
 
-    real_copy = warehouse.copy_frame
+    real_copy = warehouse.copy_frames
 
-    def copy_then_die(conn, table, frame):
-        count = real_copy(conn, table, frame)
+    def copy_then_die(conn, table, frames):
+        count = real_copy(conn, table, frames)
         if "fact_payment" in (table if isinstance(table, str) else table.as_string(conn)):  # stage or table
             raise RuntimeError("killed mid-load")
         return count
 
-    monkeypatch.setattr(warehouse, "copy_frame", copy_then_die)
+    monkeypatch.setattr(warehouse, "copy_frames", copy_then_die)
     failed = run_graph(platform, raise_on_error=False)
     assert not failed.success and "killed mid-load" in failure_text(failed)
     assert warehouse_rows(platform, "fact_payment") == []
-    monkeypatch.setattr(warehouse, "copy_frame", real_copy)
+    monkeypatch.setattr(warehouse, "copy_frames", real_copy)
     assert run_graph(platform).success
     assert_warehouse_matches_source(platform, facts_seen_before=first_versions)
     assert run_graph(platform).success
@@ -247,13 +247,13 @@ def test_a_backfill_copies_into_the_empty_table_and_stages_only_when_it_must(pla
     assert run_graph(platform, "group:raw or group:processed").success
     processed = lake_table(platform.processed_url, "fact_sales_order")
     copied_into: list[str] = []
-    real_copy = warehouse.copy_frame
+    real_copy = warehouse.copy_frames
 
-    def spy(conn, table, frame):
+    def spy(conn, table, frames):
         copied_into.append(table if isinstance(table, str) else table.as_string(conn))
-        return real_copy(conn, table, frame)
+        return real_copy(conn, table, frames)
 
-    monkeypatch.setattr(warehouse, "copy_frame", spy)
+    monkeypatch.setattr(warehouse, "copy_frames", spy)
     facts = WAREHOUSE_TABLES_BY_NAME["fact_sales_order"]
     with psycopg.connect(platform.warehouse_url) as conn:
         warehouse.ensure_warehouse(conn, "public")

@@ -210,12 +210,14 @@ def ensure_report_views(conn: psycopg.Connection, warehouse_schema: str) -> str:
     """Create the summary tables and one view per report, unless the schema is already up to date; returns
     the reports schema. Changed definitions (a new release) drop the summaries: the next refresh rebuilds them."""
     name, fingerprint = reports_schema(warehouse_schema), layout_fingerprint(warehouse_schema)
-    current = conn.execute("SELECT obj_description(to_regnamespace(%s), 'pg_namespace')", (name,)).fetchone()[0]
-    if current == fingerprint:
+    fingerprint_query = "SELECT obj_description(to_regnamespace(%s), 'pg_namespace')"
+    if conn.execute(fingerprint_query, (name,)).fetchone()[0] == fingerprint:
         return name
     w, r = sql.Identifier(warehouse_schema), sql.Identifier(name)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (REPORTS_LOCK.format(warehouse_schema),))
+        if conn.execute(fingerprint_query, (name,)).fetchone()[0] == fingerprint:
+            return name  # another run brought it up to date while this one waited
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(r))
         for report in REPORTS:  # views first: they read the summaries
             conn.execute(sql.SQL("DROP VIEW IF EXISTS {}.{}").format(r, sql.Identifier(report.name)))

@@ -3,12 +3,15 @@ and a live change simulator (used by the demo, the tests and the benchmarks)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Iterable
 from importlib import resources
 
 import polars as pl
 import psycopg
 from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
 
 from totesys_platform.catalog import SOURCE_TABLES, SOURCE_TABLES_BY_NAME
 
@@ -61,6 +64,29 @@ def copy_frame(conn: psycopg.Connection, table: str | sql.Composable, frame: pl.
     with conn.cursor().copy(statement) as copy:
         copy.write(buffer.getbuffer())
     return frame.height
+
+
+def copy_frames(conn: psycopg.Connection, table: str | sql.Composable, frames: Iterable[pl.DataFrame]) -> int:
+    """Bulk-load frames (same columns, named as the table's) with one COPY ... FROM STDIN (CSV), streamed: the
+    server parses one chunk while the next is read and encoded here (psycopg's queued writer sends from a
+    thread; its queue is bounded, so memory is too)."""
+    rows, cursor = 0, conn.cursor()
+    with contextlib.ExitStack() as stack:
+        copy = None
+        for frame in frames:
+            if frame.is_empty():
+                continue
+            if copy is None:  # the first rows decide the columns; no rows, no statement
+                columns = sql.SQL(", ").join(sql.Identifier(c) for c in frame.columns)
+                target = sql.Identifier(table) if isinstance(table, str) else table
+                statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(target, columns)
+                copy = stack.enter_context(cursor.copy(statement, writer=QueuedLibpqWriter(cursor)))
+            buffer = io.BytesIO()
+            # Quoting every non-null string keeps '' distinct from NULL (an unquoted empty field).
+            frame.write_csv(buffer, include_header=False, quote_style="non_numeric", null_value="")
+            copy.write(buffer.getbuffer())
+            rows += frame.height
+    return rows
 
 
 def reset_sequences(conn: psycopg.Connection) -> None:

@@ -18,7 +18,7 @@ from psycopg import sql
 
 from totesys_platform.catalog import WAREHOUSE_TABLES, WAREHOUSE_TABLES_BY_NAME, WarehouseTable
 from totesys_platform.resources.io_managers import LakeTable
-from totesys_platform.source import copy_frame
+from totesys_platform.source import copy_frames
 
 META_SCHEMA = "totesys_platform"
 
@@ -230,7 +230,7 @@ def _copy_into_empty(
     target = qualified(schema, table.name)
     try:
         with conn.transaction():  # a savepoint
-            rows = sum(copy_frame(conn, target, chunk.drop(STAGE_ORDER)) for chunk in frames())
+            rows = copy_frames(conn, target, (chunk.drop(STAGE_ORDER) for chunk in frames()))
     except psycopg.errors.UniqueViolation:
         return None
     if check:
@@ -251,7 +251,7 @@ def _load_through_stage(
         )
     )
     conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint").format(stage, sql.Identifier(STAGE_ORDER)))
-    staged = sum(copy_frame(conn, stage, chunk) for chunk in frames())
+    staged = copy_frames(conn, stage, frames())
     if check:
         _check_references(conn, table, schema, stage)
     return staged, conn.execute(upsert_sql(table, schema, stage_name)).rowcount
