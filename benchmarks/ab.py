@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         backfill[code.name] = {k: result[k] for k in ("wall_seconds", "peak_rss_mb", "stage_seconds")}
         log(f"{code.name}: backfill {result['wall_seconds']:.1f}s, {result['peak_rss_mb']} MB")
     seconds: dict[str, list[float]] = {code.name: [] for code in codes}
+    stages: dict[str, list[dict[str, float]]] = {code.name: [] for code in codes}
     for r in range(args.rounds):
         with psycopg.connect(source_url) as conn:
             Simulator(conn, seed=7_000 + r).run(args.events)
@@ -70,8 +71,16 @@ def main(argv: list[str] | None = None) -> int:
             result = measured_run({**os.environ, **env}, code)
             assert result["success"], code.name
             seconds[code.name].append(result["wall_seconds"])
+            stages[code.name].append(result["stage_seconds"])
             log(f"round {r + 1}: {code.name} {result['wall_seconds']:.2f}s {result['stage_seconds']}")
     means = {name: round(statistics.mean(values), 3) for name, values in seconds.items()}
+    stage_means = {
+        name: {
+            stage: round(statistics.mean(r.get(stage, 0.0) for r in rounds), 3)
+            for stage in sorted({s for r in rounds for s in r})
+        }
+        for name, rounds in stages.items()
+    }
     first, second = (c.name for c in codes)
     document = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -81,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         "backfill": backfill,
         "seconds": seconds,
         "mean_seconds": means,
+        "mean_stage_seconds": stage_means,
         "ratio": round(means[second] / means[first], 3),
     }
     lines = [
@@ -94,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         *(f"| {name} | {', '.join(f'{s:.2f}' for s in values)} | {means[name]} |" for name, values in seconds.items()),
         "",
         f"{second} / {first}: {document['ratio']}x.",
+        "",
+        "Mean seconds per stage of an incremental run (from Dagster's step events; the rest of a run is start-up,"
+        " planning and the events between steps):",
+        "",
+        *(f"- {name}: {means_by_stage}" for name, means_by_stage in stage_means.items()),
         "",
         "Backfill (empty lake and warehouse, one after the other, not alternated):",
         "",
