@@ -58,6 +58,7 @@ def test_bad_rows_are_reported_quarantined_reconciled_and_a_fix_flows_through(pl
     assert reconciled.passed, reconciled.description
     meta = {k: v.value for k, v in reconciled.metadata.items()}
     assert meta["quarantined"] == 2 and meta["raw"] == meta["warehouse"] + meta["quarantined"]
+    assert meta["warehouse_counted"] == 0  # in the load's step: the load log's count, no full count(*)
     assert raw.row_count("sales_order") == len(warehouse_rows(platform, "fact_sales_order")) + 2
     # The quarantine dataset holds the raw rows with their rule and a readable reason.
     processed = LakeZone(url=platform.processed_url)
@@ -117,6 +118,7 @@ def test_reconciliation_names_the_rows_that_differ(platform):
     assert not result.get_asset_materialization_events()
     payments = check_evaluation(result, "warehouse/fact_payment", "fact_payment_reconciles_with_the_ingestion_zone")
     assert not payments.passed and "1 missing from the warehouse" in payments.description
+    assert payments.metadata["warehouse_counted"].value == 1  # on its own, the check counts the table
     assert payments.metadata["missing_rows"].value == 1 and "| 7 |" in payments.metadata["missing_sample"].value
     staff = check_evaluation(result, "warehouse/dim_staff", "dim_staff_reconciles_with_the_ingestion_zone")
     assert not staff.passed and staff.metadata["warehouse"].value == staff.metadata["raw"].value - 1

@@ -103,7 +103,6 @@ def build_processed_asset(table: WarehouseTable, **asset_kwargs) -> dg.AssetsDef
             raise dg.Failure(description=str(rejected), allow_retries=False) from rejected
         except (ZoneDataError, OldLayoutError) as unreadable:  # permanent: a retry would read the same bytes
             raise dg.Failure(description=str(unreadable), allow_retries=False) from unreadable
-        context.log.info(f"processed/{table.name}: {outcome.metadata['dagster/row_count']} rows")
         yield quality_check_result(table, outcome.quality)
         if table.is_fact:
             yield quarantine_check_result(table, outcome.quarantined)

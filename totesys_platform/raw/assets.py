@@ -103,6 +103,7 @@ def build_raw_assets(
             source_snapshot(source_db) as cursor,
         ):
             source_now = source_clock(cursor)
+            ingested: dict[str, int] = {}
             for table in selected:
                 try:
                     result = ingest_table(
@@ -153,7 +154,7 @@ def build_raw_assets(
                     )
                 finally:
                     result.spool.close()
-                context.log.info(f"raw/{table.name}: {result.rows} new row versions in {result.seconds:.2f}s")
+                ingested[table.name] = result.rows
                 yield from selected_checks(
                     context,
                     readable_check_result(table, None),
@@ -161,5 +162,8 @@ def build_raw_assets(
                     keys_check_result(table, result),
                     clock_check_result(table, result),
                 )
+        # One line for the step (each table's figures are in its materialisation's metadata).
+        changed = ", ".join(f"{name} {rows}" for name, rows in ingested.items() if rows) or "none"
+        context.log.info(f"{sum(ingested.values())} new row versions from {len(ingested)} tables ({changed})")
 
     return raw_totesys_tables

@@ -16,14 +16,15 @@ from totesys_platform.processed.build import quarantine_table
 from totesys_platform.processed.rules import markdown_table
 from totesys_platform.resources.lake import LakeZone
 from totesys_platform.resources.postgres import PostgresResource, WarehouseConfig
+from totesys_platform.warehouse.load import META_SCHEMA, count_rows
 
 
 def warehouse_key(table: str) -> dg.AssetKey:
     return dg.AssetKey(["warehouse", table])
 
 
-def quality_rules(table: WarehouseTable, schema: str) -> list[tuple[str, bool, sql.Composable]]:
-    """(rule, is_error, SQL counting offending rows) for the table: errors fail, warnings warn."""
+def quality_rules(table: WarehouseTable, schema: str) -> list[tuple]:
+    """(rule, is_error, SQL counting offending rows[, its parameters]) for the table: errors fail, warnings warn."""
     target = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table.name))
     ident = sql.Identifier
     key = sql.SQL(", ").join(map(ident, table.version_key))
@@ -77,6 +78,20 @@ def quality_rules(table: WarehouseTable, schema: str) -> list[tuple[str, bool, s
                 ),
             )
         )
+    # The row count the loads keep (the routine reconciliation trusts it to avoid a full count every run)
+    # against the table: a difference means rows were changed outside the platform (truncate the table to
+    # have it reloaded whole).
+    rules.append(
+        (
+            "row count equals the count the loads recorded",
+            True,
+            sql.SQL(
+                "SELECT abs(count(*) - coalesce((SELECT table_rows FROM {m}.delta_load_log"
+                " WHERE warehouse_schema = %s AND table_name = %s), count(*))) FROM {t}"
+            ).format(m=ident(META_SCHEMA), t=target),
+            (schema, table.name),
+        )
+    )
     return rules
 
 
@@ -89,8 +104,8 @@ def build_warehouse_check(table: WarehouseTable) -> dg.AssetChecksDefinition:
     def _check(warehouse_db: PostgresResource, warehouse: WarehouseConfig) -> dg.AssetCheckResult:
         with warehouse_db.connect() as conn:
             counts = {
-                rule: (error, conn.execute(query).fetchone()[0])
-                for rule, error, query in quality_rules(table, warehouse.schema_name)
+                rule: (error, conn.execute(query, params[0] if params else None).fetchone()[0])
+                for rule, error, query, *params in quality_rules(table, warehouse.schema_name)
             }
         errors = {rule: n for rule, (error, n) in counts.items() if error and n}
         warnings = {rule: n for rule, (error, n) in counts.items() if not error and n}
@@ -144,24 +159,29 @@ def _expected_keys(table: WarehouseTable, ingestion: LakeZone, processed: LakeZo
 
 
 def reconciliation(
-    table: WarehouseTable, ingestion: LakeZone, processed: LakeZone, conn, schema: str
+    table: WarehouseTable, ingestion: LakeZone, processed: LakeZone, conn, schema: str, recorded: int | None = None
 ) -> tuple[dict[str, int], pl.DataFrame, pl.DataFrame]:
     """Counts (raw, quarantined, expected, warehouse) and, only when they differ, the rows missing from
     and unexpected in the warehouse. Facts: every raw version once (the raw table holds each version once)
-    or in quarantine; dimensions: one row per member of the processed dimension (merged on the source key)."""
+    or in quarantine; dimensions: one row per member of the processed dimension (merged on the source key).
+
+    `recorded`: the row count the load just recorded (the sum of the rows each load inserted, so a missed or
+    repeated load shows). It stands for the table's count when it agrees with the lake; otherwise, and when
+    the check runs on its own, the table is counted."""
     source = table.source
-    warehouse_count = conn.execute(
-        sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table.name))
-    ).fetchone()[0]
     if table.is_fact:
         raw_count, quarantined = ingestion.row_count(source.name), processed.row_count(quarantine_table(table))
     else:
         raw_count, quarantined = processed.row_count(table.name), 0
+    expected_count = raw_count - quarantined
+    counted = recorded is None or recorded != expected_count
+    warehouse_count = count_rows(conn, schema, table.name) if counted else recorded
     counts = {
         "raw": raw_count,
         "quarantined": quarantined,
-        "expected_in_warehouse": raw_count - quarantined,
+        "expected_in_warehouse": expected_count,
         "warehouse": warehouse_count,
+        "warehouse_counted": int(counted),  # 0: the load log's count, which agreed with the lake
     }
     missing = unexpected = pl.DataFrame()
     if counts["expected_in_warehouse"] != warehouse_count:
@@ -191,9 +211,9 @@ def reconciliation_check_spec(table: WarehouseTable) -> dg.AssetCheckSpec:
 
 
 def reconciliation_check_result(
-    table: WarehouseTable, ingestion: LakeZone, processed: LakeZone, conn, schema: str
+    table: WarehouseTable, ingestion: LakeZone, processed: LakeZone, conn, schema: str, recorded: int | None = None
 ) -> dg.AssetCheckResult:
-    counts, missing, unexpected = reconciliation(table, ingestion, processed, conn, schema)
+    counts, missing, unexpected = reconciliation(table, ingestion, processed, conn, schema, recorded)
     passed = missing.is_empty() and unexpected.is_empty() and counts["expected_in_warehouse"] == counts["warehouse"]
     return dg.AssetCheckResult(
         asset_key=warehouse_key(table.name),

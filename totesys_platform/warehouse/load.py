@@ -3,8 +3,10 @@
 Each load runs in one transaction: COPY the processed table's current rows straight into an empty
 table, or else its changes since the last loaded Delta version into a temporary staging table and then
 one INSERT ... ON CONFLICT into the target (facts: append new versions only; dimensions: upsert changed
-rows); then record the loaded Delta version in `totesys_platform.delta_load_log`. A killed load leaves
-the warehouse as it was; the next run picks up from the log, so nothing is loaded twice.
+rows); then record the loaded Delta version and the table's row count in `totesys_platform.delta_load_log`.
+A killed load leaves the warehouse as it was; the next run picks up from the log, so nothing is loaded twice.
+The row count is kept up to date from each load's inserted rows (a `count(*)` would read the whole table every
+run); the nightly rule checks compare it with the table.
 """
 
 from __future__ import annotations
@@ -63,15 +65,21 @@ def create_table_sql(table: WarehouseTable, schema: str) -> sql.Composed:
     )
 
 
+LOAD_LOG_COLUMNS = ("delta_version", "table_rows")  # the log's columns after the key (table_rows: since 2026-11)
+
+
 def warehouse_is_complete(conn: psycopg.Connection, schema: str) -> bool:
-    """Whether the 11 tables and the load log exist (one catalog query: the usual case costs no DDL)."""
+    """Whether the 11 tables and the load log with its columns exist (one catalog query: the usual case
+    costs no DDL)."""
     wanted = [(schema, t.name) for t in WAREHOUSE_TABLES] + [(META_SCHEMA, "delta_load_log")]
     found = conn.execute(
-        "SELECT count(*) FROM pg_catalog.pg_tables WHERE (schemaname, tablename) IN "
-        "(SELECT * FROM unnest(%s::text[], %s::text[]))",
-        ([s for s, _ in wanted], [t for _, t in wanted]),
+        "SELECT (SELECT count(*) FROM pg_catalog.pg_tables WHERE (schemaname, tablename) IN "
+        "(SELECT * FROM unnest(%s::text[], %s::text[])))"
+        " + (SELECT count(*) FROM pg_catalog.pg_attribute WHERE attrelid = to_regclass(%s)"
+        " AND attname = ANY(%s) AND NOT attisdropped)",
+        ([s for s, _ in wanted], [t for _, t in wanted], f"{META_SCHEMA}.delta_load_log", list(LOAD_LOG_COLUMNS)),
     ).fetchone()[0]
-    return found == len(wanted)
+    return found == len(wanted) + len(LOAD_LOG_COLUMNS)
 
 
 def ensure_warehouse(conn: psycopg.Connection, schema: str) -> None:
@@ -87,6 +95,12 @@ def ensure_warehouse(conn: psycopg.Connection, schema: str) -> None:
             " PRIMARY KEY (warehouse_schema, table_name))"
         ).format(sql.Identifier(META_SCHEMA))
     )
+    # NULL until the next load of the table counts it once (a log written by an earlier release).
+    conn.execute(
+        sql.SQL("ALTER TABLE {}.delta_load_log ADD COLUMN IF NOT EXISTS table_rows bigint").format(
+            sql.Identifier(META_SCHEMA)
+        )
+    )
     for table in sorted(WAREHOUSE_TABLES, key=lambda t: t.is_fact):
         conn.execute(create_table_sql(table, schema))
 
@@ -98,17 +112,39 @@ class LoadResult:
     to_version: int | None  # None: nothing to load
     staged_rows: int = 0
     inserted: int = 0  # facts: new versions; dimensions: rows inserted or changed
-    table_rows: int = 0
+    table_rows: int = 0  # as recorded in the load log
+
+
+@dataclass(frozen=True)
+class LoadLogEntry:
+    delta_version: int
+    table_rows: int | None  # None: not recorded yet (an earlier release's log)
+
+
+def load_log_entry(conn: psycopg.Connection, schema: str, table: str) -> LoadLogEntry | None:
+    row = conn.execute(
+        sql.SQL(
+            "SELECT delta_version, table_rows FROM {}.delta_load_log WHERE warehouse_schema = %s AND table_name = %s"
+        ).format(sql.Identifier(META_SCHEMA)),
+        (schema, table),
+    ).fetchone()
+    return LoadLogEntry(*row) if row else None
 
 
 def last_loaded(conn: psycopg.Connection, schema: str, table: str) -> int | None:
-    row = conn.execute(
-        sql.SQL("SELECT delta_version FROM {}.delta_load_log WHERE warehouse_schema = %s AND table_name = %s").format(
-            sql.Identifier(META_SCHEMA)
-        ),
-        (schema, table),
-    ).fetchone()
-    return row[0] if row else None
+    entry = load_log_entry(conn, schema, table)
+    return entry.delta_version if entry else None
+
+
+def recorded_rows(conn: psycopg.Connection, schema: str, table: str) -> int | None:
+    """The table's row count as the loads recorded it (None: not recorded)."""
+    entry = load_log_entry(conn, schema, table)
+    return entry.table_rows if entry else None
+
+
+def count_rows(conn: psycopg.Connection, schema: str, table: str) -> int:
+    """A full count (reads the whole table): the nightly rules and a check run on its own use it."""
+    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(qualified(schema, table))).fetchone()[0]
 
 
 Frames = Callable[[], Iterator[pl.DataFrame]]
@@ -223,7 +259,7 @@ def _check_references(conn: psycopg.Connection, table: WarehouseTable, schema: s
 
 def _copy_into_empty(
     conn: psycopg.Connection, frames: Frames, table: WarehouseTable, schema: str, check: bool
-) -> tuple[int, int] | None:
+) -> tuple[int, int, int] | None:
     """The backfill: COPY the rows straight into the empty table, then check its references in one pass
     (no stage, no second write). None (and nothing written) if the rows repeat a key: the staged path
     then keeps one version of each."""
@@ -235,13 +271,14 @@ def _copy_into_empty(
         return None
     if check:
         _check_references(conn, table, schema, target)
-    return rows, rows
+    return rows, rows, rows
 
 
 def _load_through_stage(
     conn: psycopg.Connection, frames: Frames, table: WarehouseTable, schema: str, check: bool
-) -> tuple[int, int]:
-    """Stage the rows with their Delta version, check the staged references, then one INSERT ... ON CONFLICT."""
+) -> tuple[int, int, int]:
+    """Stage the rows with their Delta version, check the staged references, then one INSERT ... ON CONFLICT.
+    Returns (rows staged, rows written, rows the table gained)."""
     stage_name = f"stage_{table.name}"
     stage = sql.Identifier(stage_name)
     columns = [c.name for c in table.data_columns]
@@ -254,7 +291,15 @@ def _load_through_stage(
     staged = copy_frames(conn, stage, frames())
     if check:
         _check_references(conn, table, schema, stage)
-    return staged, conn.execute(upsert_sql(table, schema, stage_name)).rowcount
+    new_members = 0
+    if not table.is_fact:  # an upsert's row count includes the updates: count the keys it adds first
+        new_members = conn.execute(
+            sql.SQL(
+                "SELECT count(DISTINCT s.{k}) FROM {s} s WHERE NOT EXISTS (SELECT 1 FROM {t} t WHERE t.{k} = s.{k})"
+            ).format(k=sql.Identifier(table.key), s=stage, t=qualified(schema, table.name))
+        ).fetchone()[0]
+    written = conn.execute(upsert_sql(table, schema, stage_name)).rowcount
+    return staged, written, written if table.is_fact else new_members
 
 
 def lock_table_writes(conn: psycopg.Connection, schema: str, table_name: str) -> None:
@@ -280,9 +325,13 @@ def load_table(conn: psycopg.Connection, source: LakeTable, table: WarehouseTabl
         empty = not conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(target)).fetchone()[0]
         # An empty table (new, truncated, or dropped and recreated) is loaded whole, whatever the log says:
         # the log only ever records what the table already holds.
-        after = None if empty else last_loaded(conn, schema, table.name)
+        entry = None if empty else load_log_entry(conn, schema, table.name)
+        after = entry.delta_version if entry else None
+        rows_before = 0 if empty else entry.table_rows if entry and entry.table_rows is not None else None
+        if rows_before is None:  # not recorded yet: counted once
+            rows_before = count_rows(conn, schema, table.name)
         due = until is not None and (after is None or until > after)
-        result = LoadResult(table.name, after, until if due else None)
+        result = LoadResult(table.name, after, until if due else None, table_rows=rows_before)
         if due:
             frames = pending_rows(source, table, after, until)  # type: ignore[arg-type]
             if set_based:
@@ -291,16 +340,17 @@ def load_table(conn: psycopg.Connection, source: LakeTable, table: WarehouseTabl
             loaded = _copy_into_empty(conn, frames, table, schema, set_based) if empty else None
             if loaded is None:
                 loaded = _load_through_stage(conn, frames, table, schema, set_based)
-            result.staged_rows, result.inserted = loaded
+            result.staged_rows, result.inserted, added = loaded
+            result.table_rows = rows_before + added
             if set_based:
                 conn.execute("SET LOCAL session_replication_role = origin")
+        if due or (entry is not None and entry.table_rows is None):
             conn.execute(
                 sql.SQL(
-                    "INSERT INTO {}.delta_load_log (warehouse_schema, table_name, delta_version) VALUES (%s, %s, %s)"
-                    " ON CONFLICT (warehouse_schema, table_name) DO UPDATE SET delta_version = EXCLUDED.delta_version,"
-                    " loaded_at = now()"
+                    "INSERT INTO {}.delta_load_log (warehouse_schema, table_name, delta_version, table_rows)"
+                    " VALUES (%s, %s, %s, %s) ON CONFLICT (warehouse_schema, table_name) DO UPDATE"
+                    " SET delta_version = EXCLUDED.delta_version, table_rows = EXCLUDED.table_rows, loaded_at = now()"
                 ).format(sql.Identifier(META_SCHEMA)),
-                (schema, table.name, until),
+                (schema, table.name, until if due else after, result.table_rows),
             )
-        result.table_rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0]
     return result
