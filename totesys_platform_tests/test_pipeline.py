@@ -271,6 +271,33 @@ def test_a_fact_referencing_a_missing_dimension_row_loads_nothing_with_or_withou
     assert len(warehouse_rows(platform, "fact_sales_order")) == before
 
 
+def test_an_earlier_load_log_gains_its_new_column_or_the_role_is_told_what_to_run(new_database, pg_admin_url):
+    from totesys_platform.warehouse.load import WarehousePermissionError, ensure_warehouse, warehouse_is_complete
+
+    url = new_database("wh")
+    database = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
+    with psycopg.connect(url, autocommit=True) as owner:
+        ensure_warehouse(owner, "public")
+        owner.execute("ALTER TABLE totesys_platform.delta_load_log DROP COLUMN table_rows")  # as before 2026-11
+        owner.execute("INSERT INTO totesys_platform.delta_load_log VALUES ('public', 'dim_staff', 4)")
+    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+        admin.execute("DROP ROLE IF EXISTS tote_old_log")
+        admin.execute("CREATE ROLE tote_old_log LOGIN")
+    with psycopg.connect(url, autocommit=True) as owner:  # may create schemas and write, owns nothing
+        owner.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO tote_old_log").format(sql.Identifier(database)))
+        owner.execute("GRANT USAGE, CREATE ON SCHEMA public, totesys_platform TO tote_old_log")
+        owner.execute("GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public, totesys_platform TO tote_old_log")
+    with psycopg.connect(url.replace("postgres:@", "tote_old_log:@", 1)) as conn:
+        assert not warehouse_is_complete(conn, "public")
+        with pytest.raises(WarehousePermissionError, match=r"must be owner.*ADD COLUMN IF NOT EXISTS table_rows"):
+            ensure_warehouse(conn, "public")
+    with psycopg.connect(url) as owner:  # the owner (or a run as the owner) upgrades it in place
+        ensure_warehouse(owner, "public")
+        assert warehouse_is_complete(owner, "public")
+        entry = owner.execute("SELECT delta_version, table_rows FROM totesys_platform.delta_load_log").fetchall()
+        assert entry == [(4, None)]  # kept; its count is taken at the table's next load
+
+
 @pytest.mark.slow
 def test_a_warehouse_emptied_by_hand_is_rebuilt_by_the_next_run(platform):
     from totesys_platform.reports.views import REPORTS_BY_NAME, read_report

@@ -16,7 +16,12 @@ from totesys_platform.warehouse.checks import (
     reconciliation_check_spec,
     warehouse_key,
 )
-from totesys_platform.warehouse.load import ReferentialIntegrityError, ensure_warehouse, load_table
+from totesys_platform.warehouse.load import (
+    ReferentialIntegrityError,
+    WarehousePermissionError,
+    ensure_warehouse,
+    load_table,
+)
 
 __all__ = ["WarehouseConfig", "build_warehouse_assets", "warehouse_key"]
 
@@ -66,11 +71,16 @@ def build_warehouse_asset(
         with warehouse_db.connect() as conn:
             recorded = None  # a check run on its own counts the table
             if key in context.selected_asset_keys:
-                ensure_warehouse(conn, warehouse.schema_name)
-                conn.commit()
                 try:
+                    ensure_warehouse(conn, warehouse.schema_name)
+                    conn.commit()
                     result = load_table(conn, processed, table, warehouse.schema_name)
-                except (ZoneDataError, OldLayoutError, ReferentialIntegrityError) as permanent:
+                except (
+                    ZoneDataError,
+                    OldLayoutError,
+                    ReferentialIntegrityError,
+                    WarehousePermissionError,
+                ) as permanent:
                     # A retry would read the same bytes or miss the same dimension rows: fail at once.
                     raise dg.Failure(description=str(permanent), allow_retries=False) from permanent
                 recorded = result.table_rows

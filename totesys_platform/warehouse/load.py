@@ -82,27 +82,38 @@ def warehouse_is_complete(conn: psycopg.Connection, schema: str) -> bool:
     return found == len(wanted) + len(LOAD_LOG_COLUMNS)
 
 
+class WarehousePermissionError(RuntimeError):
+    """The warehouse role may not make the DDL this release needs; the message says what to run."""
+
+
 def ensure_warehouse(conn: psycopg.Connection, schema: str) -> None:
-    """Create the schema, the 11 tables (dimensions first) and the load log, if missing."""
+    """Create the schema, the 11 tables (dimensions first) and the load log, if missing; add the load log's
+    newer columns to one written by an earlier release. A statement this role may not run fails with the
+    statement itself, for whoever may run it (the schema's or table's owner)."""
     if warehouse_is_complete(conn, schema):
         return
-    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(META_SCHEMA)))
-    conn.execute(
+    meta = sql.Identifier(META_SCHEMA)
+    statements = [
+        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)),
+        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(meta),
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {}.delta_load_log (warehouse_schema text, table_name text,"
             " delta_version bigint NOT NULL, loaded_at timestamptz NOT NULL DEFAULT now(),"
             " PRIMARY KEY (warehouse_schema, table_name))"
-        ).format(sql.Identifier(META_SCHEMA))
-    )
-    # NULL until the next load of the table counts it once (a log written by an earlier release).
-    conn.execute(
-        sql.SQL("ALTER TABLE {}.delta_load_log ADD COLUMN IF NOT EXISTS table_rows bigint").format(
-            sql.Identifier(META_SCHEMA)
-        )
-    )
-    for table in sorted(WAREHOUSE_TABLES, key=lambda t: t.is_fact):
-        conn.execute(create_table_sql(table, schema))
+        ).format(meta),
+        # NULL until the next load of the table counts it once (a log written by an earlier release).
+        sql.SQL("ALTER TABLE {}.delta_load_log ADD COLUMN IF NOT EXISTS table_rows bigint").format(meta),
+        *(create_table_sql(table, schema) for table in sorted(WAREHOUSE_TABLES, key=lambda t: t.is_fact)),
+    ]
+    for statement in statements:
+        try:
+            with conn.transaction():
+                conn.execute(statement)
+        except psycopg.errors.InsufficientPrivilege as err:
+            raise WarehousePermissionError(
+                f"the warehouse role may not create or upgrade the warehouse ({err.diag.message_primary});"
+                f" its owner can run: {statement.as_string(conn)}"
+            ) from None
 
 
 @dataclass
