@@ -260,6 +260,7 @@ def ensure_report_views(conn: psycopg.Connection, warehouse_schema: str) -> str:
                     r, sql.Identifier(report.name), sql.SQL(report.query).format(w=w, r=r)
                 )
             )
+        # COMMENT takes no bound parameter; the fingerprint is this code's own hex digest.
         conn.execute(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(r, sql.Literal(fingerprint)))
     return name
 
