@@ -53,17 +53,7 @@ def create_schema(conn: psycopg.Connection, *, replace: bool = False) -> None:
 def copy_frame(conn: psycopg.Connection, table: str | sql.Composable, frame: pl.DataFrame) -> int:
     """Bulk-load a frame (columns named as the table's) with COPY ... FROM STDIN (CSV); `table` is a name
     or an already composed (e.g. schema-qualified) identifier."""
-    if frame.is_empty():
-        return 0
-    buffer = io.BytesIO()
-    # Quoting every non-null string keeps '' distinct from NULL (an unquoted empty field).
-    frame.write_csv(buffer, include_header=False, quote_style="non_numeric", null_value="")
-    columns = sql.SQL(", ").join(sql.Identifier(c) for c in frame.columns)
-    target = sql.Identifier(table) if isinstance(table, str) else table
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(target, columns)
-    with conn.cursor().copy(statement) as copy:
-        copy.write(buffer.getbuffer())
-    return frame.height
+    return copy_frames(conn, table, [frame])
 
 
 def copy_frames(conn: psycopg.Connection, table: str | sql.Composable, frames: Iterable[pl.DataFrame]) -> int:
