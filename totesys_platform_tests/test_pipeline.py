@@ -199,11 +199,11 @@ def test_catalog_checks_pass_on_the_real_sample_and_catch_broken_rows(platform):
 def test_the_load_log_keeps_every_tables_row_count_and_the_nightly_rules_compare_it(platform):
     import dagster as dg
 
-    from totesys_platform.warehouse.load import count_rows, recorded_rows
+    from totesys_platform.warehouse.load import count_rows, load_log_entry
 
     def recorded_and_counted(conn) -> dict[str, tuple]:
         return {
-            t.name: (recorded_rows(conn, "public", t.name), count_rows(conn, "public", t.name))
+            t.name: (load_log_entry(conn, "public", t.name).table_rows, count_rows(conn, "public", t.name))
             for t in WAREHOUSE_TABLES
         }
 
@@ -225,7 +225,7 @@ def test_the_load_log_keeps_every_tables_row_count_and_the_nightly_rules_compare
         conn.commit()
     assert run_graph(platform).success
     with psycopg.connect(platform.warehouse_url) as conn:
-        assert recorded_rows(conn, "public", "dim_staff") == count_rows(conn, "public", "dim_staff") > 0
+        assert load_log_entry(conn, "public", "dim_staff").table_rows == count_rows(conn, "public", "dim_staff") > 0
         # A row deleted outside the platform: the routine runs trust the recorded count; the nightly rules see it.
         conn.execute("DELETE FROM fact_payment WHERE payment_id = (SELECT min(payment_id) FROM fact_payment)")
         conn.commit()

@@ -142,17 +142,6 @@ def load_log_entry(conn: psycopg.Connection, schema: str, table: str) -> LoadLog
     return LoadLogEntry(*row) if row else None
 
 
-def last_loaded(conn: psycopg.Connection, schema: str, table: str) -> int | None:
-    entry = load_log_entry(conn, schema, table)
-    return entry.delta_version if entry else None
-
-
-def recorded_rows(conn: psycopg.Connection, schema: str, table: str) -> int | None:
-    """The table's row count as the loads recorded it (None: not recorded)."""
-    entry = load_log_entry(conn, schema, table)
-    return entry.table_rows if entry else None
-
-
 def count_rows(conn: psycopg.Connection, schema: str, table: str) -> int:
     """A full count (reads the whole table): the nightly rules and a check run on its own use it."""
     return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(qualified(schema, table))).fetchone()[0]
