@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import polars as pl
 import pyarrow as pa
+import pytest
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 
 import totesys_platform.resources.lake as lake
@@ -176,3 +177,52 @@ def test_a_merge_names_its_keys_so_delta_prunes_files_and_upserts_the_same(tmp_p
     rows = dict(table.iter_rows())
     assert rows[5] == rows[25] == "new 5000" and rows[102] == "new 2" and rows[5100] == "new 5000"
     assert [rows[k] for k in range(40) if k not in (5, 25)] == ["old"] * 38
+
+
+def test_a_preloaded_table_is_as_fresh_at_its_first_use_as_one_loaded_then(tmp_path, monkeypatch):
+    monkeypatch.setattr(lake, "DeltaTable", CountingTable)
+    url = str(tmp_path / "processed")
+    append(zone_in_run(url, None), "fact", [1], consumed=1)
+    (tmp_path / "processed" / "broken" / "_delta_log").mkdir(parents=True)
+    (tmp_path / "processed" / "broken" / "_delta_log" / "00000000000000000000.json").write_text("not json")
+    first, second = zone_in_run(url, "run-1"), zone_in_run(url, "run-2")
+    CountingTable.loads = 0
+    first.preload(["fact", "missing", "broken"])
+    for pending in list(lake._PRELOADING.values()):
+        pending.exception()  # the loads are done (or failed) before the other run commits
+    assert CountingTable.loads == 3
+    assert append(second, "fact", [2], consumed=2) == 1  # another run commits after the preload
+
+    # The first use takes the preloaded table, and looks for newer commits as a fresh load would.
+    loads = CountingTable.loads
+    assert first.version("fact") == 1 and first.consumed("fact") == {"raw": 2}
+    assert CountingTable.loads == loads  # no second load
+    # A table missing at the preload is missing at its first use, then created and read as usual;
+    # one the preload could not read fails at its first use with the zone's own message.
+    assert first.table("missing") is None
+    assert append(first, "missing", [5], consumed=1) == 0 and first.row_count("missing") == 1
+    with pytest.raises(lake.ZoneDataError, match="broken"):
+        first.table("broken")
+    # Outside a run nothing is preloaded (every use loads the newest version anyway).
+    zone_in_run(url, None).preload(["fact"])
+    assert not [key for key in lake._PRELOADING if key[0] is None]
+
+
+def test_a_value_range_comes_from_the_log_statistics_or_from_the_rows_where_a_file_has_none(tmp_path):
+    zone = zone_in_run(str(tmp_path / "processed"), None)
+    assert zone.value_range("fact", ["a", "b"]) is None  # no table yet
+    frame = pl.DataFrame({"k": [1, 2, 3], "a": [5, None, 9], "b": [None, 2, 7]})
+    write_deltalake(str(tmp_path / "processed" / "fact"), frame.to_arrow())
+    assert zone.value_range("fact", ["a", "b"]) == (2, 9)
+    # A file written without statistics for column b (another writer's setting): its rows are read.
+    table = DeltaTable(str(tmp_path / "processed" / "fact"))
+    table.alter.set_table_properties({"delta.dataSkippingStatsColumns": "k"})
+    write_deltalake(table, pl.DataFrame({"k": [4], "a": [6], "b": [1]}).to_arrow(), mode="append")
+    stats = pl.from_arrow(pa.table(DeltaTable(table.table_uri).get_add_actions(flatten=True)))
+    assert "min.b" not in stats.columns  # the log offers no statistics for b any more
+    assert zone.value_range("fact", ["a", "b"]) == (1, 9)
+    # Only nulls: no range.
+    write_deltalake(
+        str(tmp_path / "processed" / "empty"), pl.DataFrame({"a": [None]}, schema={"a": pl.Int64}).to_arrow()
+    )
+    assert zone.value_range("empty", ["a"]) is None

@@ -15,6 +15,7 @@ from totesys_platform.processed.build import (
     process_calendar,
     process_dimension,
     process_facts,
+    zone_tables,
 )
 from totesys_platform.processed.checks import (
     processed_check_specs,
@@ -83,6 +84,10 @@ def build_processed_asset(table: WarehouseTable, **asset_kwargs) -> dg.AssetsDef
         **upstream: LakeTable,
     ):
         processed_zone.check_reachable()
+        # This step's tables first, then those of the run's other processed steps, loaded while they run.
+        selected = context.job_def.asset_layer.selected_asset_keys
+        others = [t for t in WAREHOUSE_TABLES if t is not table and processed_key(t.name) in selected]
+        processed_zone.preload([*zone_tables(table), *(name for t in others for name in zone_tables(t))])
         try:
             # One run at a time builds this table's next commit (the lock lives in the warehouse database).
             with warehouse_db.exclusive(

@@ -7,8 +7,8 @@ consumed; a run reads the inputs' change feed after those versions and nothing e
 - dimensions: the latest new version of each changed key is merged on the key. A dimension joined from
   two sources (dim_staff, dim_counterparty) keeps each source's current rows in a small state table in
   the processed zone, so a department change updates its staff without re-reading history.
-- dim_date: whole calendar years covering every date in the new fact rows, and a year ahead of today;
-  only the days it lacks are appended.
+- dim_date: whole calendar years covering every date in the facts (from their logs' statistics), and a year
+  ahead of today; only the days it lacks are appended (nothing lacking: no commit).
 Blocking rules run on every frame before anything is committed: a rejected batch writes nothing.
 """
 
@@ -25,12 +25,11 @@ from totesys_platform.processed.star import (
     build_dimension,
     build_facts,
     calendar_years,
-    date_span,
     dim_date,
     latest_versions,
 )
 from totesys_platform.resources.io_managers import LakeTable, TableAppend, TableMerge
-from totesys_platform.resources.lake import CONSUMED_KEY, LakeZone, Spool, consumed_versions
+from totesys_platform.resources.lake import CONSUMED_KEY, LakeZone, Spool
 
 VERSION = "_commit_version"
 # dim_date runs ahead of the data: orders agreed for next year find their dates already there.
@@ -43,6 +42,17 @@ def quarantine_table(table: WarehouseTable) -> str:
 
 def state_table(table: WarehouseTable, source: str) -> str:
     return f"state/{table.name}/{source}"
+
+
+def zone_tables(table: WarehouseTable) -> list[str]:
+    """The processed-zone tables a processed table's step reads and writes: its own, its quarantine (facts)
+    and its sources' state tables (a dimension joined from two sources)."""
+    tables = [table.name]
+    if table.is_fact:
+        tables.append(quarantine_table(table))
+    if table.joins:
+        tables += [state_table(table, source) for source in table.sources]
+    return tables
 
 
 class BatchRejectedError(RuntimeError):
@@ -203,20 +213,19 @@ def process_dimension(table: WarehouseTable, raws: dict[str, LakeTable], process
 def process_calendar(
     table: WarehouseTable, facts: dict[str, LakeTable], processed: LakeZone, today: dt.date
 ) -> Outcome:
-    """Append the days dim_date lacks: whole years covering the new fact rows' dates and a year ahead."""
+    """Append the days dim_date lacks: whole years covering every date in the facts, and a year ahead.
+
+    The facts' earliest and latest dates come from the statistics in their Delta logs (each file's minimum
+    and maximum per column), not from their rows: the cost is the same whatever the facts hold or how many
+    runs wrote them, and a run with nothing to add commits nothing."""
     recorded = processed.last_commit(table.name)
-    done = consumed_versions(recorded)
-    until = {name: handle.version() for name, handle in facts.items()}
     spans = []
     for name, handle in facts.items():
-        if until[name] is None or until[name] == done.get(name):
-            continue
         fact = WAREHOUSE_TABLES_BY_NAME[name]
         dates = [c.name for c in fact.data_columns if c.pg_type == "date"]
-        for chunk in handle.changes(done.get(name), until=until[name], columns=dates):
-            span = date_span(chunk.drop(VERSION), fact)
-            if span:
-                spans.append(span)
+        span = handle.zone.value_range(handle.name, dates) if dates else None
+        if span:
+            spans.append(span)
     ahead = today + CALENDAR_AHEAD
     had = (
         (dt.date.fromisoformat(recorded["start"]), dt.date.fromisoformat(recorded["end"]))
@@ -230,18 +239,16 @@ def process_calendar(
     calendar = dim_date(start, end)
     if had:
         calendar = calendar.filter((pl.col("date_id") < had[0]) | (pl.col("date_id") > had[1]))
-    consumed = {k: v for k, v in until.items() if v is not None}
-    if calendar.is_empty() and consumed == done:
+    if calendar.is_empty():
         return Outcome(None, {"dagster/row_count": 0, "changed": False}, evaluate_rules(table, calendar))
-    quality = checked(table, calendar, "the new fact rows")
+    quality = checked(table, calendar, "the facts' dates")
     spool = Spool()
     spool.add(calendar)
     output = TableAppend(
         spool,
-        {CONSUMED_KEY: consumed, "start": start.isoformat(), "end": end.isoformat()},
+        {"start": start.isoformat(), "end": end.isoformat()},
         table.schema,
         append_only=True,
-        record_progress=True,
     )
     metadata = {"dagster/row_count": calendar.height, "first_date": start.isoformat(), "last_date": end.isoformat()}
     return Outcome(output, metadata, quality)

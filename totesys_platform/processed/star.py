@@ -240,15 +240,6 @@ def build_dimension(table: WarehouseTable, sources: dict[str, pl.DataFrame]) -> 
 # --- dim_date -------------------------------------------------------------------------------
 
 
-def date_span(frame: pl.DataFrame, table: WarehouseTable) -> tuple[dt.date, dt.date] | None:
-    """Earliest and latest date a fact batch references (None for an empty batch)."""
-    dates = [c.name for c in table.data_columns if c.pg_type == "date"]
-    if frame.is_empty() or not dates:
-        return None
-    span = frame.select(lo=pl.min_horizontal(pl.col(dates).min()), hi=pl.max_horizontal(pl.col(dates).max())).row(0)
-    return (span[0], span[1]) if span[0] is not None else None
-
-
 def calendar_years(first: dt.date, last: dt.date) -> tuple[dt.date, dt.date]:
     return dt.date(first.year, 1, 1), dt.date(last.year, 12, 31)
 

@@ -22,6 +22,7 @@ from totesys_platform.raw.checks import (
 from totesys_platform.raw.extract import (
     SchemaDriftError,
     SourcePermissionError,
+    describe_source,
     ingest_table,
     source_clock,
 )
@@ -92,6 +93,7 @@ def build_raw_assets(
     ):
         ingestion_zone.check_reachable()
         selected = [t for t in SOURCE_TABLES if raw_key(t.name) in context.selected_asset_keys]
+        ingestion_zone.preload(t.name for t in selected)  # loaded while the snapshot opens
         lookback = dt.timedelta(seconds=config.lookback_seconds or lookback_seconds)
         # One ingestion into this zone at a time, whichever instance launched the run (see exclusive()).
         with (
@@ -103,6 +105,7 @@ def build_raw_assets(
             source_snapshot(source_db) as cursor,
         ):
             source_now = source_clock(cursor)
+            described = describe_source(cursor, selected)
             ingested: dict[str, int] = {}
             for table in selected:
                 try:
@@ -113,6 +116,7 @@ def build_raw_assets(
                         source_now=source_now,
                         lookback=lookback,
                         chunk_rows=config.chunk_rows or chunk_rows,
+                        described=described[table.name],
                     )
                 except SchemaDriftError as drift:
                     # The other tables go on; this one's raw asset (and so its downstream) is skipped until

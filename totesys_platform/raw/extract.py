@@ -80,31 +80,50 @@ def source_clock(cursor) -> dt.datetime:
     return cursor.fetchone()[0]
 
 
-def check_privilege(cursor, table: SourceTable) -> None:
-    """Fail clearly if the role may not SELECT the table (information_schema would hide its columns)."""
+@dataclass
+class SourceDescription:
+    """What the source's catalog says about one table: whether the role may read it, and its columns."""
+
+    role: str
+    exists: bool
+    allowed: bool | None
+    columns: dict[str, str]  # name -> information_schema type, in physical order
+
+
+def describe_source(cursor, tables: list[SourceTable]) -> dict[str, SourceDescription]:
+    """Privileges and columns of the given tables, in two catalog queries for all of them (not two a table:
+    information_schema is slow to query, a few milliseconds each time, whatever it returns)."""
+    names = ",".join(t.name for t in tables)  # catalog names: no comma, bound as one parameter
     cursor.execute(
-        "SELECT current_user, to_regclass(quote_ident($1)) IS NOT NULL,"
-        " CASE WHEN to_regclass(quote_ident($1)) IS NOT NULL"
-        " THEN has_table_privilege(to_regclass(quote_ident($1)), 'SELECT') END",
-        parameters=(table.name,),
+        "SELECT t, current_user, to_regclass(quote_ident(t)) IS NOT NULL,"
+        " CASE WHEN to_regclass(quote_ident(t)) IS NOT NULL"
+        " THEN has_table_privilege(to_regclass(quote_ident(t)), 'SELECT') END"
+        " FROM unnest(string_to_array($1, ',')) AS t",
+        parameters=(names,),
     )
-    role, exists, allowed = cursor.fetchone()
-    if exists and not allowed:
+    described = {
+        name: SourceDescription(role, exists, allowed, {}) for name, role, exists, allowed in cursor.fetchall()
+    }
+    cursor.execute(
+        "SELECT table_name::text, column_name::text, data_type::text FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = ANY(string_to_array($1, ','))"
+        " ORDER BY table_name, ordinal_position",
+        parameters=(names,),
+    )
+    for table, column, data_type in cursor.fetchall():
+        described[table].columns[column] = data_type
+    return described
+
+
+def check_privilege(table: SourceTable, described: SourceDescription) -> None:
+    """Fail clearly if the role may not SELECT the table (information_schema would hide its columns)."""
+    if described.exists and not described.allowed:
+        role = described.role
         raise SourcePermissionError(
             f"raw/{table.name}: the source role {role!r} may not read table {table.name!r} (permission denied); "
             f'fix: GRANT SELECT ON "{table.name}" TO "{role}"; the other tables go on, and the next run after the '
             "grant ingests everything changed meanwhile"
         )
-
-
-def source_columns(cursor, table: str) -> dict[str, str]:
-    """The table's columns at the source, in physical order, with their information_schema type."""
-    cursor.execute(
-        "SELECT column_name, data_type FROM information_schema.columns"
-        " WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
-        parameters=(table,),
-    )
-    return dict(cursor.fetchall())
 
 
 def compare_columns(table: SourceTable, actual: dict[str, str]) -> tuple[list[str], list[str], list[str]]:
@@ -174,11 +193,15 @@ def ingest_table(
     source_now: dt.datetime,
     lookback: dt.timedelta,
     chunk_rows: int,
+    described: SourceDescription | None = None,
 ) -> IngestResult:
-    """Extract the table's new row versions into a spool (the caller commits it: one commit per run)."""
+    """Extract the table's new row versions into a spool (the caller commits it: one commit per run).
+    `described`: the table's entry of `describe_source` (looked up here when not given)."""
     started = time.perf_counter()
-    check_privilege(cursor, table)
-    actual = source_columns(cursor, table.name)
+    if described is None:
+        described = describe_source(cursor, [table])[table.name]
+    check_privilege(table, described)
+    actual = described.columns
     if not actual:
         missing = [c.name for c in table.columns]
         raise SchemaDriftError(f"raw/{table.name}: table {table.name!r} not found at the source", missing, [], [])

@@ -117,9 +117,10 @@ class PostgresResource(dg.ConfigurableResource):
         try:
             if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 conn.rollback()
-            with conn.transaction():
-                conn.execute("RESET ALL")
-                conn.execute("SELECT pg_advisory_unlock_all()")
+            # One round trip (no parameters: the simple protocol runs both statements, as one transaction).
+            conn.execute("RESET ALL; SELECT pg_advisory_unlock_all()")
+            if not conn.autocommit:
+                conn.commit()
             return True
         except psycopg.Error:
             return False
@@ -152,9 +153,11 @@ class PostgresResource(dg.ConfigurableResource):
         case. A killed run's connection closes and PostgreSQL frees its lock at once. `holder` (shown to
         waiters and in pg_stat_activity) names the step and run; `name` may be long, it is hashed."""
         with self.connect(autocommit=True) as conn:
-            conn.execute("SELECT set_config('application_name', %s, false)", [holder[:63]])
-            acquired = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [name]).fetchone()
-            if not (acquired and acquired[0]):
+            acquired = conn.execute(
+                "SELECT set_config('application_name', %s, false), pg_try_advisory_lock(hashtextextended(%s, 0))",
+                [holder[:63], name],
+            ).fetchone()
+            if not (acquired and acquired[1]):
                 holders = conn.execute(_LOCK_HOLDERS, [name]).fetchone()
                 log(f"{holder}: waiting for {holders[0] if holders else 'another session'} to finish the same work")
                 conn.execute("SELECT set_config('lock_timeout', %s, false)", [f"{int(wait_seconds * 1000)}ms"])

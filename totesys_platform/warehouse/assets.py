@@ -28,6 +28,10 @@ __all__ = ["WarehouseConfig", "build_warehouse_assets", "warehouse_key"]
 WAREHOUSE_GROUP = "warehouse"
 
 
+# (run id, schema) whose tables a step of the run found or made: the next steps of the run skip the look.
+_WAREHOUSE_READY: set[tuple[str, str]] = set()
+
+
 def build_warehouse_asset(
     table: WarehouseTable,
     *,
@@ -72,8 +76,10 @@ def build_warehouse_asset(
             recorded = None  # a check run on its own counts the table
             if key in context.selected_asset_keys:
                 try:
-                    ensure_warehouse(conn, warehouse.schema_name)
-                    conn.commit()
+                    if (context.run_id, warehouse.schema_name) not in _WAREHOUSE_READY:
+                        ensure_warehouse(conn, warehouse.schema_name)
+                        conn.commit()
+                        _WAREHOUSE_READY.add((context.run_id, warehouse.schema_name))
                     result = load_table(conn, processed, table, warehouse.schema_name)
                 except (
                     ZoneDataError,
