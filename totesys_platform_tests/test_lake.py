@@ -155,7 +155,7 @@ def test_an_append_only_table_is_compacted_without_changing_any_object_or_what_r
     assert sorted(zone.read_since("payment", "last_updated", 80, ["k"])["k"].to_list()) == [80, 81, 90, 91]
 
 
-def test_a_merge_names_its_keys_so_delta_prunes_files_and_upserts_the_same(tmp_path, monkeypatch):
+def test_an_upsert_names_its_keys_so_delta_prunes_files_and_upserts_the_same(tmp_path, monkeypatch):
     frame = pl.DataFrame({"k": [3, 1, 2, 2, None], "v": ["c", "a", "b", "b", "n"]})
     assert lake._key_filter(frame, "k") == " AND t.k IN (1, 2, 3)"
     monkeypatch.setattr(lake, "MERGE_KEY_LITERALS", 2)
@@ -172,6 +172,10 @@ def test_a_merge_names_its_keys_so_delta_prunes_files_and_upserts_the_same(tmp_p
         monkeypatch.setattr(lake, "MERGE_KEY_LITERALS", limit)
         change = pl.DataFrame({"k": [5, 25, 100 + limit], "v": [f"new {limit}"] * 3})
         zone.merge("dim", change, "k", {CONSUMED_KEY: {"raw": 100 + limit}})
+        # Up to MERGE_KEY_LITERALS keys, the rows are replaced by a predicate overwrite; past it, a merge.
+        operation = DeltaTable(zone.uri("dim")).history(1)[0]["operation"]
+        assert operation == ("WRITE" if limit >= 3 else "MERGE")
+        assert zone.consumed("dim") == {"raw": 100 + limit}
     table = zone.scan("dim").collect()
     assert table.height == table["k"].n_unique() == 42  # no key twice: every change found its row
     rows = dict(table.iter_rows())

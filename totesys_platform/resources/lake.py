@@ -66,9 +66,10 @@ CONSUMED_KEY = "totesys.consumed"  # commit metadata: {input table: last version
 # first write) is never rewritten by compaction, only by a merge updating one of its rows (copy-on-write).
 COMPACT_AFTER_FILES = 8
 COMPACT_MERGED_TARGET_BYTES = 8 * 2**20
-# A merge names the keys it touches, up to this many, as literals: Delta then skips every file whose key
-# statistics exclude them while planning, instead of joining the new rows with every file (a tenth of a
-# second on a million-row dimension, whatever the number of changed rows). More keys: their range.
+# An upsert names the keys it touches, up to this many, as literals (a predicate overwrite of those keys'
+# rows): Delta then skips every file whose key statistics exclude them, instead of joining the new rows
+# with every file (a tenth of a second on a million-row dimension, whatever the number of changed rows).
+# More keys: a merge that names their range.
 MERGE_KEY_LITERALS = 5000
 # An append-only table (ingestion, facts, quarantine) gains a file with every commit, and every checkpoint
 # lists every file: past this many files its small files are compacted (OPTIMIZE: new files, dataChange
@@ -130,6 +131,15 @@ def _key_filter(frame: pl.DataFrame, key: str) -> str:
     if keys.len() <= MERGE_KEY_LITERALS:
         return f" AND t.{key} IN ({', '.join(str(int(k)) for k in keys)})"
     return f" AND t.{key} BETWEEN {int(keys[0])} AND {int(keys[-1])}"
+
+
+def _replaceable_keys(frame: pl.DataFrame, key: str) -> list[int] | None:
+    """The frame's keys when an upsert of it may be a predicate overwrite: integer keys, none null or twice,
+    at most MERGE_KEY_LITERALS of them (named one by one); otherwise None (a merge)."""
+    keys = frame[key]
+    if not frame.height or not keys.dtype.is_integer() or keys.null_count() or keys.n_unique() != frame.height:
+        return None
+    return [int(k) for k in keys.sort()] if frame.height <= MERGE_KEY_LITERALS else None
 
 
 def forget_loaded_tables() -> None:
@@ -592,6 +602,21 @@ class LakeZone(dg.ConfigurableResource):
             )
             return self._committed(name, metadata, frame.height, created=True)
         self._upgrade_configuration(name, table, TABLE_CONFIGURATION)
+        keys = _replaceable_keys(frame, key)
+        if keys is not None:
+            # A few keys: their rows are replaced in one commit (a predicate overwrite: the files holding them
+            # are rewritten without them, the new rows added). Same result as the merge below at about 60% of
+            # its cost (10 against 17 ms a dimension: no join to plan); rows that did not change are written
+            # again, and the warehouse's upsert leaves them as they are.
+            write_deltalake(
+                table,
+                data,
+                mode="overwrite",
+                predicate=f"{key} IN ({', '.join(map(str, keys))})",
+                commit_properties=self._commit_properties(metadata),
+            )
+            self._compact(table, metadata, more_than=COMPACT_AFTER_FILES, target=COMPACT_MERGED_TARGET_BYTES)
+            return self._committed(name, metadata, frame.height, created=False)
         changed = " OR ".join(f"(t.{c} IS DISTINCT FROM s.{c})" for c in frame.columns if c != key) or None
         (
             table.merge(
