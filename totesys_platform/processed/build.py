@@ -15,7 +15,10 @@ Blocking rules run on every frame before anything is committed: a rejected batch
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import polars as pl
 
@@ -32,6 +35,7 @@ from totesys_platform.resources.io_managers import LakeTable, TableAppend, Table
 from totesys_platform.resources.lake import CONSUMED_KEY, LakeZone, Spool
 
 VERSION = "_commit_version"
+T = TypeVar("T")
 # dim_date runs ahead of the data: orders agreed for next year find their dates already there.
 CALENDAR_AHEAD = dt.timedelta(days=365)
 
@@ -82,17 +86,30 @@ class Outcome:
     quarantined: list[pl.DataFrame] = field(default_factory=list)
 
 
+# The keys of a dimension's version, by (run id, URI, version), for the facts of a run (see dimension_keys).
+_DIMENSION_KEYS: dict[tuple[str | None, str, int], pl.Series] = {}
+
+
 def dimension_keys(dimensions: list[LakeTable]) -> dict[str, pl.Series]:
     """Keys of the small dimensions a fact references, for the missing-dimension quarantine rule."""
     keys = {}
     for handle in dimensions:
-        frame = handle.scan()
-        if frame is not None:
+        version = handle.version()
+        if version is None:
+            continue
+        # A version's keys never change: the facts of a run that look up the same dimension read them once.
+        cache_key = (handle.zone.run_id, handle.uri, version)
+        cached = _DIMENSION_KEYS.get(cache_key) if handle.zone.run_id is not None else None
+        if cached is None:
             key = WAREHOUSE_TABLES_BY_NAME[handle.name].key
             try:
-                keys[handle.name] = frame.select(key).collect()[key]
+                cached = handle.scan().select(key).collect()[key]  # type: ignore[union-attr]
             except (pl.exceptions.PolarsError, OSError) as err:
                 raise handle.zone.data_error(handle.name, err) from err
+            if len(_DIMENSION_KEYS) >= 64:
+                _DIMENSION_KEYS.clear()
+            _DIMENSION_KEYS[cache_key] = cached
+        keys[handle.name] = cached
     return keys
 
 
@@ -148,6 +165,16 @@ def process_facts(table: WarehouseTable, raw: LakeTable, processed: LakeZone, di
     return Outcome(output, metadata, quality, bad)
 
 
+def _for_each_source(work: Callable[[str], T], names: tuple[str, ...]) -> dict[str, T]:
+    """`work` for each source of a dimension; for two sources in two threads at once: a change-feed read or
+    a merge is a few milliseconds of Delta work in Rust, which does not hold Python's lock."""
+    if len(names) == 1:
+        return {names[0]: work(names[0])}
+    with ThreadPoolExecutor(len(names), thread_name_prefix="totesys-dimension-source") as pool:
+        futures = {name: pool.submit(work, name) for name in names}
+        return {name: future.result() for name, future in futures.items()}
+
+
 def _latest_new(handle: LakeTable, after: int | None, until: int) -> pl.DataFrame:
     """The newest version of each key changed by the commits after `after` (empty when none)."""
     source = SOURCE_TABLES_BY_NAME[handle.name]
@@ -170,8 +197,7 @@ def _joined_rows(
 ) -> pl.DataFrame:
     """The dimension's rows for every key touched by a change of either source, from the state tables."""
     primary = SOURCE_TABLES_BY_NAME[table.sources[0]]
-    for name in table.sources:
-        _merge_state(processed, table, name, new[name], until[name])
+    _for_each_source(lambda name: _merge_state(processed, table, name, new[name], until[name]), table.sources)
     touched = pl.col(primary.primary_key).is_in(new[primary.name][primary.primary_key].implode())
     for lookup, column in table.joins.items():
         key = SOURCE_TABLES_BY_NAME[lookup].primary_key
@@ -200,7 +226,7 @@ def process_dimension(table: WarehouseTable, raws: dict[str, LakeTable], process
         return Outcome(
             None, {"dagster/row_count": 0, "changed": False}, evaluate_rules(table, pl.DataFrame(schema=table.schema))
         )
-    new = {name: _latest_new(raws[name], done.get(name), until[name]) for name in table.sources}  # type: ignore[arg-type]
+    new = _for_each_source(lambda name: _latest_new(raws[name], done.get(name), until[name]), table.sources)  # type: ignore[arg-type]
     if table.joins:
         rows = _joined_rows(table, processed, new, until)  # type: ignore[arg-type]
     else:

@@ -262,6 +262,11 @@ class LakeZone(dg.ConfigurableResource):
             _remember_run(self._run_id)
 
     @property
+    def run_id(self) -> str | None:
+        """The run this zone serves (None outside a run)."""
+        return self._run_id
+
+    @property
     def is_local(self) -> bool:
         return "://" not in self.url
 
