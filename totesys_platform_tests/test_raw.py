@@ -1,4 +1,5 @@
 import datetime as dt
+import threading
 from pathlib import Path
 
 import dagster as dg
@@ -8,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from totesys_platform.catalog import SOURCE_TABLES, SOURCE_TABLES_BY_NAME
-from totesys_platform.raw.extract import SchemaDriftError, ingest_table
+from totesys_platform.raw.extract import SchemaDriftError, ingest_ahead, ingest_table
 from totesys_platform.resources.lake import LakeZone
 from totesys_platform.source.simulator import Simulator
 from totesys_platform_tests.conftest import check_evaluation, failure_text, run_graph
@@ -268,3 +269,64 @@ def test_a_row_stamped_ahead_of_the_source_clock_hides_no_later_change(platform)
     assert versions.select("sales_order_id", "last_updated").is_duplicated().sum() == 0
     # Every version reached the warehouse exactly once: the history seen before plus every current version.
     assert_warehouse_matches_source(platform, seen)
+
+
+class _FakeSpool:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _FakeResult:
+    def __init__(self, table: str) -> None:
+        self.table, self.spool = table, _FakeSpool()
+
+
+def test_the_next_table_is_ingested_while_the_caller_handles_the_one_before():
+    tables = list(SOURCE_TABLES[:4])
+    started = {t.name: threading.Event() for t in tables}
+    handed: list[_FakeResult] = []
+
+    def ingest(table):
+        started[table.name].set()
+        if table.name == tables[1].name:
+            raise SchemaDriftError(f"raw/{table.name}: drifted", ["x"], [], [])
+        if table.name == tables[3].name:
+            raise RuntimeError("connection lost")  # not a table's own failure: raised, in its place
+        handed.append(_FakeResult(table.name))
+        return handed[-1]
+
+    ingestions = ingest_ahead(tables, ingest)
+    table, result = next(ingestions)
+    assert (table.name, result.table) == (tables[0].name, tables[0].name)
+    # While the caller still holds the first table, the second is being read.
+    assert started[tables[1].name].wait(timeout=10)
+    table, result = next(ingestions)
+    assert table.name == tables[1].name and isinstance(result, SchemaDriftError)  # handed over, in order
+    table, result = next(ingestions)
+    assert result.table == tables[2].name
+    with pytest.raises(RuntimeError, match="connection lost"):
+        next(ingestions)
+
+
+def test_closing_the_ingestions_early_waits_for_the_table_in_hand_and_discards_it():
+    tables = list(SOURCE_TABLES[:3])
+    release = threading.Event()
+    handed: list[_FakeResult] = []
+
+    def ingest(table):
+        if table.name != tables[0].name:
+            release.wait(timeout=10)  # still reading when the caller gives up
+        handed.append(_FakeResult(table.name))
+        return handed[-1]
+
+    ingestions = ingest_ahead(tables, ingest)
+    next(ingestions)
+    threading.Timer(0.2, release.set).start()
+    ingestions.close()  # e.g. the caller's commit failed
+    # The second table's ingestion finished before close() returned (the snapshot may end now), and its
+    # spooled rows were discarded; the third was never started.
+    assert [r.table for r in handed] == [tables[0].name, tables[1].name]
+    assert handed[1].spool.closed and not handed[0].spool.closed  # the first is the caller's to close

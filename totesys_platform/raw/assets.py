@@ -21,13 +21,13 @@ from totesys_platform.raw.checks import (
 )
 from totesys_platform.raw.extract import (
     SchemaDriftError,
-    SourcePermissionError,
     describe_source,
+    ingest_ahead,
     ingest_table,
     source_clock,
 )
 from totesys_platform.resources.io_managers import TableAppend
-from totesys_platform.resources.lake import LakeZone, ZoneDataError
+from totesys_platform.resources.lake import LakeZone
 from totesys_platform.resources.postgres import PostgresResource
 
 RAW_GROUP = "raw"
@@ -107,65 +107,70 @@ def build_raw_assets(
             source_now = source_clock(cursor)
             described = describe_source(cursor, selected)
             ingested: dict[str, int] = {}
-            for table in selected:
-                try:
-                    result = ingest_table(
-                        cursor,
-                        ingestion_zone,
-                        table,
-                        source_now=source_now,
-                        lookback=lookback,
-                        chunk_rows=config.chunk_rows or chunk_rows,
-                        described=described[table.name],
+
+            def ingest(table: SourceTable):
+                return ingest_table(
+                    cursor,
+                    ingestion_zone,
+                    table,
+                    source_now=source_now,
+                    lookback=lookback,
+                    chunk_rows=config.chunk_rows or chunk_rows,
+                    described=described[table.name],
+                )
+
+            # The next table is read while this one is committed (see ingest_ahead).
+            with contextlib.closing(ingest_ahead(selected, ingest)) as ingestions:
+                for table, result in ingestions:
+                    if isinstance(result, SchemaDriftError):
+                        # The other tables go on; this one's raw asset (and so its downstream) is skipped until
+                        # the source is fixed, and the next run then ingests everything since its watermark.
+                        context.log.error(str(result))
+                        yield from selected_checks(
+                            context, schema_check_result(table, result.missing, result.extra, result.retyped)
+                        )
+                        continue
+                    if isinstance(result, Exception):
+                        # Permanent (SourcePermissionError, ZoneDataError): retrying cannot help. Like drift, this
+                        # table is skipped (its ERROR check alerts, once) and the others go on; the first run
+                        # after the fix catches up.
+                        context.log.error(str(result))
+                        yield from selected_checks(context, readable_check_result(table, str(result)))
+                        continue
+                    output = TableAppend(
+                        result.spool,
+                        result.commit_metadata(context.run_id),
+                        table.schema,
+                        append_only=True,
+                        stats_columns=[table.primary_key, table.cursor],  # the dedup read prunes on the cursor
                     )
-                except SchemaDriftError as drift:
-                    # The other tables go on; this one's raw asset (and so its downstream) is skipped until
-                    # the source is fixed, and the next run then ingests everything since its watermark.
-                    context.log.error(str(drift))
+                    try:
+                        yield dg.Output(
+                            output,
+                            output_name=table.name,
+                            metadata={
+                                "dagster/row_count": result.rows,
+                                "watermark": result.watermark or "",
+                                "previous_watermark": result.previous_watermark or "",
+                                "source_clock": result.source_now,
+                                "rows_ahead_of_source_clock": result.rows_ahead,
+                                "lookback_seconds": lookback.total_seconds(),
+                                "re_read_from": result.since or "(full extract)",
+                                "duplicates_skipped": result.skipped_duplicates,
+                                "new_source_columns": ", ".join(result.extra_columns),
+                                "extraction_seconds": round(result.seconds, 3),
+                            },
+                        )
+                    finally:
+                        result.spool.close()
+                    ingested[table.name] = result.rows
                     yield from selected_checks(
-                        context, schema_check_result(table, drift.missing, drift.extra, drift.retyped)
+                        context,
+                        readable_check_result(table, None),
+                        schema_check_result(table, [], result.extra_columns, result.retyped_columns),
+                        keys_check_result(table, result),
+                        clock_check_result(table, result),
                     )
-                    continue
-                except (SourcePermissionError, ZoneDataError) as err:
-                    # Permanent: retrying cannot help. Like drift, this table is skipped (its ERROR check
-                    # alerts, once) and the others go on; the first run after the fix catches up.
-                    context.log.error(str(err))
-                    yield from selected_checks(context, readable_check_result(table, str(err)))
-                    continue
-                output = TableAppend(
-                    result.spool,
-                    result.commit_metadata(context.run_id),
-                    table.schema,
-                    append_only=True,
-                    stats_columns=[table.primary_key, table.cursor],  # the dedup read prunes on the cursor
-                )
-                try:
-                    yield dg.Output(
-                        output,
-                        output_name=table.name,
-                        metadata={
-                            "dagster/row_count": result.rows,
-                            "watermark": result.watermark or "",
-                            "previous_watermark": result.previous_watermark or "",
-                            "source_clock": result.source_now,
-                            "rows_ahead_of_source_clock": result.rows_ahead,
-                            "lookback_seconds": lookback.total_seconds(),
-                            "re_read_from": result.since or "(full extract)",
-                            "duplicates_skipped": result.skipped_duplicates,
-                            "new_source_columns": ", ".join(result.extra_columns),
-                            "extraction_seconds": round(result.seconds, 3),
-                        },
-                    )
-                finally:
-                    result.spool.close()
-                ingested[table.name] = result.rows
-                yield from selected_checks(
-                    context,
-                    readable_check_result(table, None),
-                    schema_check_result(table, [], result.extra_columns, result.retyped_columns),
-                    keys_check_result(table, result),
-                    clock_check_result(table, result),
-                )
         # One line for the step (each table's figures are in its materialisation's metadata).
         changed = ", ".join(f"{name} {rows}" for name, rows in ingested.items() if rows) or "none"
         context.log.info(f"{sum(ingested.values())} new row versions from {len(ingested)} tables ({changed})")

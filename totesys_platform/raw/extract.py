@@ -13,15 +13,17 @@ spooled locally, so memory stays bounded whatever the table size.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import polars as pl
 
 from totesys_platform.catalog import SourceTable
-from totesys_platform.resources.lake import LakeZone, Spool
+from totesys_platform.resources.lake import LakeZone, Spool, ZoneDataError
 
 STAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
@@ -259,3 +261,37 @@ def ingest_table(
         result.watermark = min(max(newest), source_now).isoformat()
     result.seconds = time.perf_counter() - started
     return result
+
+
+# What makes one table's ingestion fail while the others go on (see ingest_ahead).
+TABLE_ERRORS = (SchemaDriftError, SourcePermissionError, ZoneDataError)
+
+
+def ingest_ahead(
+    tables: list[SourceTable], ingest: Callable[[SourceTable], IngestResult]
+) -> Iterator[tuple[SourceTable, IngestResult | Exception]]:
+    """`ingest` of each table in order, run in a worker thread one table ahead of the caller: the next table
+    is read from the source (and its ingested versions from the lake) while the caller commits the one before
+    and Dagster records its events, which take about as long as a small table's read. Both sides spend most
+    of that time outside Python's lock (ADBC, Polars, delta-rs).
+
+    One table at a time uses the snapshot's cursor. A table's own failure (TABLE_ERRORS) is handed over in
+    place of its result, in order; any other error is raised. Closed early, the generator waits for the
+    table in hand and discards its rows, so the caller may end the snapshot right after."""
+    if not tables:
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="totesys-ingest") as worker:
+        pending = worker.submit(ingest, tables[0])
+        try:
+            for position, table in enumerate(tables):
+                try:
+                    outcome: IngestResult | Exception = pending.result()
+                except TABLE_ERRORS as err:
+                    outcome = err
+                following = tables[position + 1] if position + 1 < len(tables) else None
+                pending = worker.submit(ingest, following) if following is not None else None
+                yield table, outcome
+        finally:
+            if pending is not None:
+                with contextlib.suppress(Exception):
+                    pending.result().spool.close()
