@@ -9,7 +9,13 @@ import pyarrow as pa
 import pytest
 
 from totesys_platform.catalog import SOURCE_TABLES, SOURCE_TABLES_BY_NAME
-from totesys_platform.raw.extract import SchemaDriftError, ingest_ahead, ingest_table
+from totesys_platform.raw.extract import (
+    IngestionStoppedError,
+    SchemaDriftError,
+    extract_chunks,
+    ingest_ahead,
+    ingest_table,
+)
 from totesys_platform.resources.lake import LakeZone
 from totesys_platform.source.simulator import Simulator
 from totesys_platform_tests.conftest import check_evaluation, failure_text, run_graph
@@ -289,7 +295,7 @@ def test_the_next_table_is_ingested_while_the_caller_handles_the_one_before():
     started = {t.name: threading.Event() for t in tables}
     handed: list[_FakeResult] = []
 
-    def ingest(table):
+    def ingest(table, stop):
         started[table.name].set()
         if table.name == tables[1].name:
             raise SchemaDriftError(f"raw/{table.name}: drifted", ["x"], [], [])
@@ -311,22 +317,42 @@ def test_the_next_table_is_ingested_while_the_caller_handles_the_one_before():
         next(ingestions)
 
 
-def test_closing_the_ingestions_early_waits_for_the_table_in_hand_and_discards_it():
+def test_closing_the_ingestions_early_stops_the_table_in_hand_and_discards_it():
     tables = list(SOURCE_TABLES[:3])
-    release = threading.Event()
     handed: list[_FakeResult] = []
+    stopped: list[bool] = []
 
-    def ingest(table):
+    def ingest(table, stop):
         if table.name != tables[0].name:
-            release.wait(timeout=10)  # still reading when the caller gives up
+            stopped.append(stop.wait(timeout=10))  # still reading when the caller gives up
         handed.append(_FakeResult(table.name))
         return handed[-1]
 
     ingestions = ingest_ahead(tables, ingest)
     next(ingestions)
-    threading.Timer(0.2, release.set).start()
-    ingestions.close()  # e.g. the caller's commit failed
-    # The second table's ingestion finished before close() returned (the snapshot may end now), and its
-    # spooled rows were discarded; the third was never started.
+    ingestions.close()  # e.g. the caller's commit failed, or the run is being terminated
+    # The second table's ingestion was told to stop and had ended before close() returned (the snapshot may
+    # end now); its spooled rows were discarded; the third was never started.
+    assert stopped == [True]
     assert [r.table for r in handed] == [tables[0].name, tables[1].name]
     assert handed[1].spool.closed and not handed[0].spool.closed  # the first is the caller's to close
+
+
+def test_a_stopped_extraction_ends_at_its_next_record_batch():
+    table = SOURCE_TABLES_BY_NAME["currency"]
+    row = pl.DataFrame([dict.fromkeys(table.schema)], schema=table.schema).to_arrow().to_batches()[0]
+
+    class EndlessSource:  # a cursor whose query streams record batches for ever
+        def execute(self, *args, **kwargs):
+            pass
+
+        def fetch_record_batch(self):
+            while True:
+                yield row
+
+    stop = threading.Event()
+    chunks = extract_chunks(EndlessSource(), table, [], None, chunk_rows=1, stop=stop)
+    assert next(chunks).height == 1
+    stop.set()
+    with pytest.raises(IngestionStoppedError, match="raw/currency"):
+        next(chunks)

@@ -7,6 +7,7 @@ table's new rows are one output, committed by the raw IO manager as one Delta co
 
 import contextlib
 import datetime as dt
+import threading
 
 import dagster as dg
 
@@ -108,7 +109,7 @@ def build_raw_assets(
             described = describe_source(cursor, selected)
             ingested: dict[str, int] = {}
 
-            def ingest(table: SourceTable):
+            def ingest(table: SourceTable, stop: threading.Event):
                 return ingest_table(
                     cursor,
                     ingestion_zone,
@@ -117,6 +118,7 @@ def build_raw_assets(
                     lookback=lookback,
                     chunk_rows=config.chunk_rows or chunk_rows,
                     described=described[table.name],
+                    stop=stop,
                 )
 
             # The next table is read while this one is committed (see ingest_ahead).

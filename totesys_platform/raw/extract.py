@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -157,8 +158,17 @@ def typed(frame: pl.DataFrame, table: SourceTable) -> pl.DataFrame:
     return frame.with_columns(pl.col(name).cast(dtype) for name, dtype in table.schema.items())
 
 
+class IngestionStoppedError(RuntimeError):
+    """The run gave up on the table being ingested (see ingest_ahead)."""
+
+
 def extract_chunks(
-    cursor, table: SourceTable, extra: list[str], since: str | None, chunk_rows: int
+    cursor,
+    table: SourceTable,
+    extra: list[str],
+    since: str | None,
+    chunk_rows: int,
+    stop: threading.Event | None = None,
 ) -> Iterator[pl.DataFrame]:
     if since is not None:
         cursor.execute("SELECT set_config('totesys.since', $1, true)", parameters=(since,))
@@ -168,6 +178,8 @@ def extract_chunks(
     pending_rows = 0
     # ADBC streams record batches of about 16 MB; they are regrouped into chunks of chunk_rows.
     for batch in cursor.fetch_record_batch():
+        if stop is not None and stop.is_set():
+            raise IngestionStoppedError(f"raw/{table.name}: ingestion stopped: the run is ending")
         frame = pl.from_arrow(batch)
         pending.append(frame)  # type: ignore[arg-type]
         pending_rows += frame.height
@@ -196,9 +208,11 @@ def ingest_table(
     lookback: dt.timedelta,
     chunk_rows: int,
     described: SourceDescription | None = None,
+    stop: threading.Event | None = None,
 ) -> IngestResult:
     """Extract the table's new row versions into a spool (the caller commits it: one commit per run).
-    `described`: the table's entry of `describe_source` (looked up here when not given)."""
+    `described`: the table's entry of `describe_source` (looked up here when not given); `stop`, once set,
+    ends the extraction at its next record batch."""
     started = time.perf_counter()
     if described is None:
         described = describe_source(cursor, [table])[table.name]
@@ -233,7 +247,7 @@ def ingest_table(
     newest: list[dt.datetime] = [dt.datetime.fromisoformat(previous)] if previous else []
     try:
         for chunk in extract_chunks(
-            cursor, table, extra, since_dt.strftime(STAMP_FORMAT) if since_dt else None, chunk_rows
+            cursor, table, extra, since_dt.strftime(STAMP_FORMAT) if since_dt else None, chunk_rows, stop
         ):
             if since_dt is not None and seen is None and chunk.height:
                 seen = ingested_since(zone, table, since_dt)
@@ -268,20 +282,22 @@ TABLE_ERRORS = (SchemaDriftError, SourcePermissionError, ZoneDataError)
 
 
 def ingest_ahead(
-    tables: list[SourceTable], ingest: Callable[[SourceTable], IngestResult]
+    tables: list[SourceTable], ingest: Callable[[SourceTable, threading.Event], IngestResult]
 ) -> Iterator[tuple[SourceTable, IngestResult | Exception]]:
-    """`ingest` of each table in order, run in a worker thread one table ahead of the caller: the next table
-    is read from the source (and its ingested versions from the lake) while the caller commits the one before
-    and Dagster records its events, which take about as long as a small table's read. Both sides spend most
-    of that time outside Python's lock (ADBC, Polars, delta-rs).
+    """`ingest(table, stop)` of each table in order, run in a worker thread one table ahead of the caller: the
+    next table is read from the source (and its ingested versions from the lake) while the caller commits the
+    one before and Dagster records its events, which take about as long as a small table's read. Both sides
+    spend most of that time outside Python's lock (ADBC, Polars, delta-rs).
 
     One table at a time uses the snapshot's cursor. A table's own failure (TABLE_ERRORS) is handed over in
-    place of its result, in order; any other error is raised. Closed early, the generator waits for the
-    table in hand and discards its rows, so the caller may end the snapshot right after."""
+    place of its result, in order; any other error is raised. Closed early (the run failed or is being
+    terminated), the generator sets `stop`, waits for the table in hand (it ends at its next record batch)
+    and discards its rows, so the caller may end the snapshot right after."""
     if not tables:
         return
+    stop = threading.Event()
     with ThreadPoolExecutor(1, thread_name_prefix="totesys-ingest") as worker:
-        pending = worker.submit(ingest, tables[0])
+        pending = worker.submit(ingest, tables[0], stop)
         try:
             for position, table in enumerate(tables):
                 try:
@@ -289,9 +305,10 @@ def ingest_ahead(
                 except TABLE_ERRORS as err:
                     outcome = err
                 following = tables[position + 1] if position + 1 < len(tables) else None
-                pending = worker.submit(ingest, following) if following is not None else None
+                pending = worker.submit(ingest, following, stop) if following is not None else None
                 yield table, outcome
         finally:
             if pending is not None:
+                stop.set()
                 with contextlib.suppress(Exception):
                     pending.result().spool.close()
