@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,3 +81,29 @@ def test_a_zone_url_that_cannot_be_a_folder_is_named_at_start_up(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(SettingsError, match=r"TOTESYS_PROCESSED_URL=.*cannot be a folder: .*a-file is a file"):
         load_settings({"TOTESYS_HOME": str(tmp_path), "TOTESYS_PROCESSED_URL": str(blocker / "processed")})
+
+
+POLARS_ALLOCATOR_AT_FIRST_IMPORT = """
+import builtins, os, sys
+seen = []
+real_import = builtins.__import__
+def watching(name, *args, **kwargs):
+    if name.split(".")[0] == "polars" and "polars" not in sys.modules and not seen:
+        seen.append(os.environ.get("_RJEM_MALLOC_CONF"))
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = watching
+import totesys_platform
+print(seen[0] if seen else "polars never imported")
+"""
+
+
+@pytest.mark.parametrize("deployed", [None, "dirty_decay_ms:0,muzzy_decay_ms:0"])
+def test_polars_allocator_returns_freed_memory_promptly_unless_the_deployment_says_otherwise(deployed):
+    """Polars' jemalloc reads its settings once, as Polars is first loaded: the platform's must be there by then."""
+    env = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
+    if deployed:
+        env["_RJEM_MALLOC_CONF"] = deployed
+    done = subprocess.run(
+        [sys.executable, "-c", POLARS_ALLOCATOR_AT_FIRST_IMPORT], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == (deployed or "background_thread:true,dirty_decay_ms:100,muzzy_decay_ms:0")

@@ -181,8 +181,8 @@ def _latest_new(handle: LakeTable, after: int | None, until: int) -> pl.DataFram
     frames = list(handle.changes(after, until=until))
     if not frames:
         return pl.DataFrame(schema=source.schema)
-    frame = pl.concat(frames, how="diagonal_relaxed").sort(VERSION).drop(VERSION)
-    return latest_versions(frame, source.primary_key, source.cursor)
+    frame = pl.concat(frames, how="diagonal_relaxed", rechunk=False)
+    return latest_versions(frame, source.primary_key, source.cursor, then=VERSION).drop(VERSION)
 
 
 def _merge_state(processed: LakeZone, table: WarehouseTable, name: str, new: pl.DataFrame, until: int) -> None:

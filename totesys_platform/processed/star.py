@@ -32,15 +32,24 @@ QUARANTINE_SCHEMA = pl.Schema(
 STAMP_COLUMNS = {"created": "created_at", "last_updated": "last_updated"}
 
 
-def latest_versions(frame: pl.DataFrame, key: str, cursor: str = "last_updated") -> pl.DataFrame:
-    """The newest version of each key (ties broken by arrival order)."""
-    return (
-        frame.with_row_index("_arrival")
-        .sort(cursor, "_arrival")
-        .unique(key, keep="last", maintain_order=True)
-        .drop("_arrival")
-        .sort(key)
+def latest_versions(
+    frame: pl.DataFrame, key: str, cursor: str = "last_updated", then: str | None = None
+) -> pl.DataFrame:
+    """The newest version of each key: the greatest cursor, ties broken by `then` (when given), then by
+    arrival order. Only the key, the ordering columns and a row index are sorted; the winning rows are then
+    gathered once, so a wide frame (a dimension's backfill: millions of rows) is not copied at every step."""
+    keys = frame[key]
+    if keys.n_unique() == frame.height:  # one version per key (an insert-only backfill): nothing to choose
+        return frame if keys.is_sorted() else frame.sort(key)
+    ordering = [cursor, *([then] if then else [])]
+    winners = (
+        frame.select(key, *ordering)
+        .with_row_index("_arrival")
+        .sort([*ordering, "_arrival"])
+        .unique(key, keep="last")
+        .sort(key)["_arrival"]
     )
+    return frame[winners]
 
 
 def _conform(frame: pl.DataFrame, table: WarehouseTable) -> pl.DataFrame:

@@ -48,7 +48,7 @@ class LakeTable:
     def changes(self, after: int | None, until: int | None = None, columns=None) -> Iterator[pl.DataFrame]:
         """Rows inserted or updated by the commits after `after` up to `until`, with `_commit_version`."""
         for frame in self.zone.changes(self.name, after, columns=columns):
-            if until is not None:
+            if until is not None and (frame["_commit_version"].max() or 0) > until:  # type: ignore[operator]
                 frame = frame.filter(pl.col("_commit_version") <= until)
             if frame.height:
                 yield restore_types(frame, self.schema) if self.schema else frame  # type: ignore[misc]

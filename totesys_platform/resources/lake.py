@@ -421,7 +421,9 @@ class LakeZone(dg.ConfigurableResource):
             pending_rows = 0
             for batch in reader:
                 frame = pl.from_arrow(batch)
-                frame = frame.filter(pl.col("_change_type").is_in(list(kinds)))  # type: ignore[union-attr]
+                wanted_rows = frame["_change_type"].is_in(list(kinds))  # type: ignore[index]
+                if not wanted_rows.all():  # (an append-only table's feed is all inserts: no copy)
+                    frame = frame.filter(wanted_rows)  # type: ignore[union-attr]
                 if frame.height:
                     pending.append(frame.drop("_change_type", "_commit_timestamp", strict=False))  # type: ignore[union-attr]
                     pending_rows += frame.height
