@@ -11,9 +11,9 @@ from totesys_platform.automation import (
     RETRY_POLICY,
     WAREHOUSE_FRESHNESS,
     build_change_sensor,
+    build_incident_sensor,
     build_schedules,
     totesys_failure_email_sensor,
-    totesys_incident_alert_sensor,
 )
 from totesys_platform.processed.assets import build_processed_assets
 from totesys_platform.raw.assets import build_raw_assets
@@ -93,7 +93,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         sensors=[
             build_change_sensor(settings.sensor_interval_seconds),
             totesys_failure_email_sensor,
-            totesys_incident_alert_sensor,
+            build_incident_sensor(settings.alert_interval_seconds, settings.sensor_interval_seconds),
         ],
         schedules=build_schedules(pipeline),
         resources=build_resources(settings),

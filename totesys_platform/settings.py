@@ -103,6 +103,8 @@ class Settings:
     lookback_seconds: int
     extract_chunk_rows: int
     sensor_interval_seconds: int
+    # How often the incident sensor looks for new and ended incidents.
+    alert_interval_seconds: int = 60
     max_retries: int = 2
     source_secret_id: str | None = None
     warehouse_secret_id: str | None = None
@@ -162,6 +164,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         lookback_seconds=_positive_int(env, "TOTESYS_LOOKBACK_SECONDS", 900),
         extract_chunk_rows=_positive_int(env, "TOTESYS_EXTRACT_CHUNK_ROWS", 250_000),
         sensor_interval_seconds=_positive_int(env, "TOTESYS_SENSOR_INTERVAL_SECONDS", 300),
+        alert_interval_seconds=_positive_int(env, "TOTESYS_ALERT_INTERVAL_SECONDS", 60),
         max_retries=_positive_int(env, "TOTESYS_MAX_RETRIES", 2, minimum=0),
         source_secret_id=env.get("TOTESYS_SOURCE_SECRET_ID") or None,
         warehouse_secret_id=env.get("TOTESYS_WAREHOUSE_SECRET_ID") or None,

@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,12 +90,10 @@ def new_database(pg_admin_url: str):
     return create
 
 
-@pytest.fixture
-def sample_source(new_database, request) -> str:
-    """A totesys database holding the real public sample (or, without it, the generated source)."""
+def fill_source(url: str, request) -> None:
+    """Create the totesys schema at `url` and load the real public sample (or, without it, the generated source)."""
     from totesys_platform.source import LOAD_ORDER, copy_frame, reset_sequences
 
-    url = new_database("totesys")
     with psycopg.connect(url) as conn:
         create_schema(conn)
         if SAMPLE_PRESENT:
@@ -104,6 +103,13 @@ def sample_source(new_database, request) -> str:
             for name in LOAD_ORDER:
                 copy_frame(conn, name, tables[name])
             reset_sequences(conn)
+
+
+@pytest.fixture
+def sample_source(new_database, request) -> str:
+    """A totesys database holding the real public sample (or, without it, the generated source)."""
+    url = new_database("totesys")
+    fill_source(url, request)
     return url
 
 
@@ -251,3 +257,28 @@ def check_evaluation(result, asset: str, check: str):
         if e.asset_key.to_user_string() == asset and e.check_name == check
     ]
     return evaluation
+
+
+@pytest.fixture
+def smtp_inbox():
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Message
+
+    received = []
+
+    class Inbox(Message):
+        def handle_message(self, message):
+            received.append(message)
+
+    port = free_port()
+    controller = Controller(Inbox(), hostname="127.0.0.1", port=port)
+    controller.start()
+    yield port, received
+    controller.stop()
+
+
+def wait_for_mail(received: list, count: int, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while len(received) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.3)  # and nothing more arrives

@@ -9,12 +9,13 @@ import dagster as dg
 import psycopg
 import pytest
 
-from totesys_platform.automation import AlertSettings, totesys_failure_email_sensor
+from totesys_platform.automation import totesys_failure_email_sensor
 from totesys_platform.cli import LOCAL_INSTANCE_YAML
 from totesys_platform.definitions import build_definitions
 from totesys_platform.reports.views import REPORTS
+from totesys_platform.resources.alerts import AlertSettings
 from totesys_platform.source.simulator import Simulator
-from totesys_platform_tests.conftest import check_evaluation, free_port, make_settings, run_graph
+from totesys_platform_tests.conftest import check_evaluation, free_port, make_settings, run_graph, wait_for_mail
 
 ALL_ASSETS = 33 + len(REPORTS) + 1  # 11 raw, 11 processed, 11 warehouse, the reports and the dashboard
 
@@ -33,7 +34,7 @@ def test_change_sensor_requests_exactly_the_changed_tables_and_downstream(platfo
     first = evaluate(defs, instance)
     assert len(first.run_requests) == 1 and len(first.run_requests[0].asset_selection) == ALL_ASSETS
     quiet = evaluate(defs, instance, first.cursor)
-    assert not quiet.run_requests and "no catalog table changed" in quiet.skip_message
+    assert not quiet.run_requests and "no readable catalog table changed" in quiet.skip_message
     with psycopg.connect(platform.source_url) as conn:
         Simulator(conn).payment_paid()
     changed = evaluate(defs, instance, first.cursor)
@@ -94,24 +95,6 @@ def test_warehouse_assets_carry_the_30_minute_freshness_policy_and_retries(tmp_p
         "totesys_incident_alert_sensor",
     }
     assert defs.get_schedule_def("nightly_reconciliation_schedule").cron_schedule == "0 2 * * *"
-
-
-@pytest.fixture
-def smtp_inbox():
-    from aiosmtpd.controller import Controller
-    from aiosmtpd.handlers import Message
-
-    received = []
-
-    class Inbox(Message):
-        def handle_message(self, message):
-            received.append(message)
-
-    port = free_port()
-    controller = Controller(Inbox(), hostname="127.0.0.1", port=port)
-    controller.start()
-    yield port, received
-    controller.stop()
 
 
 def failed_run(platform, tmp_path):
@@ -284,13 +267,13 @@ def test_a_run_reuses_its_connections_clean_and_closes_them_at_the_end(platform)
 
 
 def test_a_quiet_source_gets_a_heartbeat_run_so_freshness_stays_true(platform, monkeypatch):
-    import totesys_platform.automation as automation
+    import totesys_platform.automation.change_sensor as automation
 
     defs = build_definitions(platform)
     instance = dg.DagsterInstance.ephemeral()
     first = evaluate(defs, instance)
     add_sensor_run(instance, dg.DagsterRunStatus.SUCCESS)
-    assert "no catalog table changed" in evaluate(defs, instance, first.cursor).skip_message
+    assert "no readable catalog table changed" in evaluate(defs, instance, first.cursor).skip_message
     later = time.time() + automation.HEARTBEAT.total_seconds() + 1
     monkeypatch.setattr(automation, "time", type("Clock", (), {"time": staticmethod(lambda: later)}))
     (request,) = evaluate(defs, instance, first.cursor).run_requests
@@ -315,13 +298,6 @@ def test_a_failed_run_is_published_to_an_sns_topic(platform, tmp_path, moto_endp
     assert result.run_id[:8] in notification["Subject"]
     assert result.run_id in notification["Message"] and "TOTESYS_SOURCE_URL: cannot connect" in notification["Message"]
     assert "hunter2" not in notification["Message"]
-
-
-def wait_for_mail(received: list, count: int, seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while len(received) < count and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.3)  # and nothing more arrives
 
 
 @pytest.mark.slow
@@ -401,3 +377,40 @@ def test_a_warehouse_table_past_its_freshness_window_is_an_incident_until_it_is_
     assert set(later) == {"freshness warehouse/fact_payment", "freshness warehouse/dim_date"}
     assert "last materialised 31 min ago (fail window 30 min)" in later["freshness warehouse/fact_payment"]["what"]
     assert later["freshness warehouse/dim_date"]["link"] == "http://ui/assets/warehouse/dim_date"
+
+
+def test_a_failure_repeated_at_every_retry_is_e_mailed_once_until_the_job_succeeds(
+    platform, tmp_path, smtp_inbox, monkeypatch
+):
+    port, received = smtp_inbox
+    for name, value in {
+        "TOTESYS_SMTP_HOST": "127.0.0.1",
+        "TOTESYS_SMTP_PORT": str(port),
+        "TOTESYS_SMTP_SECURITY": "none",
+        "TOTESYS_ALERT_TO": "data-team@terrifictotes.com",
+    }.items():
+        monkeypatch.setenv(name, value)
+    down = make_settings(tmp_path, f"postgresql://tote:hunter2@127.0.0.1:{free_port()}/totesys", platform.warehouse_url)
+    instance = dg.DagsterInstance.ephemeral()
+
+    def fail_and_tell(settings) -> str:
+        result = run_graph(settings, "group:raw", instance=instance, raise_on_error=False)
+        assert not result.success
+        context = dg.build_run_status_sensor_context(
+            sensor_name="totesys_failure_email_sensor",
+            dagster_event=result.get_run_failure_event(),
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
+        ).for_run_failure()
+        totesys_failure_email_sensor(context)
+        return result.run_id
+
+    first = fail_and_tell(down)
+    fail_and_tell(down)  # the sensor's retry, failing the same way
+    fail_and_tell(down)
+    wait_for_mail(received, 2, seconds=3)
+    assert len(received) == 1 and first[:8] in received[0]["Subject"]
+    assert run_graph(platform, "group:raw", instance=instance).success  # the job recovers
+    again = fail_and_tell(down)  # a new incident
+    wait_for_mail(received, 2)
+    assert len(received) == 2 and again[:8] in received[1]["Subject"]

@@ -1,5 +1,6 @@
 """End to end under `dagster dev`: the daemon's change sensor keeps the warehouse fresh with nobody clicking."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -40,12 +41,14 @@ def fact_payment_versions(settings) -> int:
     return count(settings.warehouse_url, f'SELECT count(*) FROM "{settings.warehouse_schema}".fact_payment')
 
 
-@pytest.mark.e2e
-@pytest.mark.slow
-def test_dagster_dev_sensor_runs_bring_source_changes_to_the_warehouse(tmp_path, sample_source, new_database):
-    settings = make_settings(tmp_path, sample_source, new_database("warehouse"))
-    dagster_home = tmp_path / "dagster_home"
-    env = {
+def platform_env(settings, dagster_home: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `dagster dev` for these settings, its instance config written as `totesys` does."""
+    os.environ["DAGSTER_HOME"], saved = str(dagster_home), os.environ.get("DAGSTER_HOME")
+    try:
+        ensure_dagster_home(settings)  # the shipped local instance config, as `totesys` writes it
+    finally:
+        os.environ.pop("DAGSTER_HOME") if saved is None else os.environ.update(DAGSTER_HOME=saved)
+    return {
         **os.environ,
         "DAGSTER_HOME": str(dagster_home),
         "TOTESYS_HOME": str(settings.home),
@@ -54,13 +57,13 @@ def test_dagster_dev_sensor_runs_bring_source_changes_to_the_warehouse(tmp_path,
         "TOTESYS_INGESTION_URL": settings.ingestion_url,
         "TOTESYS_PROCESSED_URL": settings.processed_url,
         "TOTESYS_SENSOR_INTERVAL_SECONDS": "5",
+        **extra,
     }
-    os.environ["DAGSTER_HOME"], saved = str(dagster_home), os.environ.get("DAGSTER_HOME")
-    try:
-        ensure_dagster_home(settings)  # the shipped local instance config, as `totesys` writes it
-    finally:
-        os.environ.pop("DAGSTER_HOME") if saved is None else os.environ.update(DAGSTER_HOME=saved)
-    source_payments = count(sample_source, "SELECT count(*) FROM payment")
+
+
+@contextlib.contextmanager
+def dagster_dev(env: dict[str, str]):
+    """A real `dagster dev` (webserver and daemon) on the project's workspace, stopped with its whole group."""
     server = subprocess.Popen(
         [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(free_port())],
         cwd=REPO,
@@ -70,6 +73,19 @@ def test_dagster_dev_sensor_runs_bring_source_changes_to_the_warehouse(tmp_path,
         start_new_session=True,  # its own process group, so nothing survives the test
     )
     try:
+        yield server
+    finally:
+        stop_process_group(server)
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_dagster_dev_sensor_runs_bring_source_changes_to_the_warehouse(tmp_path, sample_source, new_database):
+    settings = make_settings(tmp_path, sample_source, new_database("warehouse"))
+    dagster_home = tmp_path / "dagster_home"
+    env = platform_env(settings, dagster_home)
+    source_payments = count(sample_source, "SELECT count(*) FROM payment")
+    with dagster_dev(env) as server:
         # 1. Nobody clicks: the sensor's first tick sees every table as changed and runs the whole graph.
         wait_for(lambda: fact_payment_versions(settings) == source_payments, 300, "the first sensor run", server)
         # 2. A business event in totesys reaches the warehouse through the next sensor tick.
@@ -80,8 +96,6 @@ def test_dagster_dev_sensor_runs_bring_source_changes_to_the_warehouse(tmp_path,
         instance = dg.DagsterInstance.from_config(str(dagster_home))
         wait_for(lambda: not instance.get_runs(dg.RunsFilter(statuses=IN_FLIGHT)), 120, "the runs to finish", server)
         print(f"\nsource change -> warehouse under dagster dev (5 s sensor interval): {reached_at - changed_at:.1f} s")
-    finally:
-        stop_process_group(server)
     assert server.returncode is not None
     runs = instance.get_runs()
     assert len(runs) >= 2

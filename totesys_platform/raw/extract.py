@@ -121,12 +121,16 @@ def describe_source(cursor, tables: list[SourceTable]) -> dict[str, SourceDescri
 def check_privilege(table: SourceTable, described: SourceDescription) -> None:
     """Fail clearly if the role may not SELECT the table (information_schema would hide its columns)."""
     if described.exists and not described.allowed:
-        role = described.role
-        raise SourcePermissionError(
-            f"raw/{table.name}: the source role {role!r} may not read table {table.name!r} (permission denied); "
-            f'fix: GRANT SELECT ON "{table.name}" TO "{role}"; the other tables go on, and the next run after the '
-            "grant ingests everything changed meanwhile"
-        )
+        raise SourcePermissionError(permission_message(table.name, described.role))
+
+
+def permission_message(table: str, role: str) -> str:
+    """The role, the table and the GRANT that fixes it (the run path and the change sensor say the same)."""
+    return (
+        f"raw/{table}: the source role {role!r} may not read table {table!r} (permission denied); "
+        f'fix: GRANT SELECT ON "{table}" TO "{role}"; the other tables go on, and the next run after the '
+        "grant ingests everything changed meanwhile"
+    )
 
 
 def compare_columns(table: SourceTable, actual: dict[str, str]) -> tuple[list[str], list[str], list[str]]:
