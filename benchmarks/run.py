@@ -26,6 +26,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -80,12 +81,28 @@ def platform_env(home: Path, lake: Path, source_url: str, warehouse_url: str, fr
 
 
 def run_child(args: list[str], env: dict[str, str], cwd: Path = REPO) -> tuple[float, str]:
+    """Run a child to its end; returns (seconds, its stdout). Its stderr is read as it comes: its own progress
+    lines ([bench] ...) go to the terminal, the rest (Dagster's event log) only into an error's message."""
     started = time.perf_counter()
-    done = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True)
+    child = subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    errors: list[str] = []
+
+    def relay() -> None:
+        for line in child.stderr:
+            if line.startswith("[bench]"):
+                print(line, end="", flush=True)
+            errors.append(line)
+            del errors[:-200]
+
+    relaying = threading.Thread(target=relay, daemon=True)
+    relaying.start()
+    out = child.stdout.read()
+    child.wait()
+    relaying.join(timeout=10)
     seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return seconds, done.stdout
+    if child.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{out[-3000:]}\n{''.join(errors)[-3000:]}")
+    return seconds, out
 
 
 def peer_run(mode: str, source_url: str, destination_url: str, pipelines_dir: Path, env: dict[str, str]) -> dict:

@@ -62,6 +62,21 @@ class RssSampler(threading.Thread):
         return round(max(inside, default=0) / 2**20, 1)
 
 
+def run_with_progress(materialize, instance: dg.DagsterInstance):
+    """The run in a thread while this one says each stage as it finishes, on stderr (stdout is the result)."""
+    from totesys_platform.definitions import defs
+    from totesys_platform.run_progress import step_stages, watch
+
+    outcome: list = []
+    runner = threading.Thread(target=lambda: outcome.append(materialize()))
+    started = time.time()
+    runner.start()
+    say = lambda line: print(f"[bench]   {line}", file=sys.stderr, flush=True)  # noqa: E731
+    watch(instance, step_stages(defs), say, started, lambda: not runner.is_alive(), interval=1.0)
+    runner.join()
+    return outcome[0]
+
+
 def main() -> None:
     settings = load_settings()
     instance = dg.DagsterInstance.ephemeral()
@@ -73,11 +88,14 @@ def main() -> None:
     checks = [
         c for c in build_checks() if nightly or not any(k.name.endswith(NIGHTLY_ONLY_CHECKS) for k in c.check_keys)
     ]
-    result = dg.materialize(
-        [*build_assets(settings), *checks],
-        resources=build_resources(settings),
-        instance=instance,
-        raise_on_error=False,
+    result = run_with_progress(
+        lambda: dg.materialize(
+            [*build_assets(settings), *checks],
+            resources=build_resources(settings),
+            instance=instance,
+            raise_on_error=False,
+        ),
+        instance,
     )
     wall = time.perf_counter() - started
     sampler.running = False

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -111,6 +110,8 @@ def cmd_source(args, settings: Settings) -> int:
                 copy_frame(conn, name, tables[name])
                 _progress(f"  {name}: {tables[name].height:,} rows ({time.perf_counter() - started:.1f}s)")
             reset_sequences(conn)
+            total = sum(frame.height for frame in tables.values())
+            _progress(f"source ready: {total:,} rows in {len(tables)} tables in {time.perf_counter() - started:.1f}s")
         elif args.action == "simulate":
             from totesys_platform.source.simulator import Simulator
 
@@ -128,11 +129,30 @@ def cmd_source(args, settings: Settings) -> int:
     return 0
 
 
-def materialize_all(settings: Settings, selection: str = "*") -> int:
-    """The contract command: `dagster asset materialize -m totesys_platform --select '*'`."""
-    env = {**os.environ, "DAGSTER_HOME": str(ensure_dagster_home(settings)), "TOTESYS_HOME": str(settings.home)}
+def materialize_all(settings: Settings, selection: str = "*", verbose: bool = False) -> int:
+    """The contract command, `dagster asset materialize -m totesys_platform --select '*'`, with one line per
+    stage as it finishes; its event log goes to a file under TOTESYS_HOME/logs (and to the terminal with
+    --verbose)."""
+    import dagster as dg
+
+    from totesys_platform.definitions import defs
+    from totesys_platform.run_progress import follow, step_stages
+
+    dagster_home = ensure_dagster_home(settings)
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "TOTESYS_HOME": str(settings.home)}
     command = ["dagster", "asset", "materialize", "-m", "totesys_platform", "--select", selection]
-    return subprocess.call([str(Path(sys.executable).parent / command[0]), *command[1:]], env=env)
+    log_path = settings.home / "logs" / f"materialize-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    _progress(f"{' '.join(command)}  (event log: {log_path})")
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        return follow(
+            [str(Path(sys.executable).parent / command[0]), *command[1:]],
+            env,
+            instance,
+            step_stages(defs),
+            log_path,
+            _progress,
+            verbose=verbose,
+        )
 
 
 def cmd_demo(args, settings: Settings) -> int:
@@ -146,9 +166,8 @@ def cmd_demo(args, settings: Settings) -> int:
     else:
         _progress("reusing the existing totesys source (use --fresh to regenerate)")
     _progress("materialising every asset: raw -> processed -> warehouse -> reports")
-    code = materialize_all(settings)
+    code = materialize_all(settings, verbose=args.verbose)
     if code != 0:
-        _progress(f"materialisation failed (exit {code}); see the log above")
         return code
     with warehouse_db(settings).connect() as conn:
         schema = settings.warehouse_schema
@@ -209,7 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--scale", type=float, default=1.0)
     demo.add_argument("--seed", type=int, default=42)
     demo.add_argument("--fresh", action="store_true", help="regenerate the source first")
-    sub.add_parser("materialize", help="materialise every asset (the contract command)")
+    demo.add_argument("--verbose", action="store_true", help="show Dagster's event log on the terminal too")
+    materialize = sub.add_parser("materialize", help="materialise every asset (the contract command)")
+    materialize.add_argument("--verbose", action="store_true", help="show Dagster's event log on the terminal too")
     sub.add_parser("settings", help="print the settings (secrets redacted)")
     stack = sub.add_parser("stack-settings", help="print `export` lines of the settings a deployed stack outputs")
     stack.add_argument("stack_name", help="the CloudFormation stack, e.g. TotesysPlatform-prod")
@@ -227,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{key:>17}: {value}")
             return 0
         if args.command == "materialize":
-            return materialize_all(settings)
+            return materialize_all(settings, verbose=args.verbose)
         return {"db": cmd_db, "source": cmd_source, "demo": cmd_demo}[args.command](args, settings)
     except (SettingsError, psycopg.OperationalError, RuntimeError, FileNotFoundError) as err:
         print(f"totesys: error: {err}", file=sys.stderr)
