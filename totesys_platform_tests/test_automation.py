@@ -73,6 +73,7 @@ def test_change_sensor_does_not_pile_up_runs(platform):
     assert not result.run_requests and "still in flight" in result.skip_message
 
 
+@pytest.mark.unit
 def test_warehouse_assets_carry_the_30_minute_freshness_policy_and_retries(tmp_path):
     defs = build_definitions(
         make_settings(tmp_path, "postgresql://u@h/s", "postgresql://u@h/w", TOTESYS_MAX_RETRIES="2")
@@ -130,6 +131,7 @@ def test_a_failed_run_sends_an_email_with_the_run_step_and_error(platform, tmp_p
     assert "TOTESYS_SOURCE_URL: cannot connect" in body and "hunter2" not in body
 
 
+@pytest.mark.unit
 def test_unconfigured_alerts_are_off_with_a_log_line(caplog, monkeypatch):
     for name in ("TOTESYS_SMTP_HOST", "TOTESYS_ALERT_TO"):
         monkeypatch.delenv(name, raising=False)

@@ -189,6 +189,7 @@ def newest_data_file(table: Path) -> Path:
     return max(table.glob("*.parquet"), key=lambda p: p.stat().st_mtime_ns)
 
 
+@pytest.mark.unit
 def test_a_malformed_url_names_the_setting_and_hides_the_password(tmp_path):
     from totesys_platform.settings import SettingsError, load_settings
 

@@ -4,6 +4,7 @@ import datetime as dt
 from types import SimpleNamespace
 
 import polars as pl
+import pytest
 
 from totesys_platform.catalog import WAREHOUSE_TABLES_BY_NAME
 from totesys_platform.processed.assets import FACT_TABLES
@@ -39,6 +40,7 @@ def calendar(zone: LakeZone, today: dt.date):
     return outcome
 
 
+@pytest.mark.unit
 def test_dim_date_covers_the_facts_years_and_a_year_ahead_and_commits_only_the_days_it_lacks(tmp_path):
     url, today = str(tmp_path / "processed"), dt.date(2026, 11, 28)
     zone = zone_in_run(url, "run-1")

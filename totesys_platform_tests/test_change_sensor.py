@@ -26,6 +26,7 @@ from totesys_platform_tests.conftest import free_port, make_settings
 # --- pure decisions -------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_a_cursor_of_an_earlier_release_reads_as_watermarks():
     old = ChangeCursor.parse('{"payment": "2024-01-01 00:00:00", "staff": null}')
     assert old.watermarks == {"payment": "2024-01-01 00:00:00", "staff": None} and not old.unreadable
@@ -34,6 +35,7 @@ def test_a_cursor_of_an_earlier_release_reads_as_watermarks():
     assert ChangeCursor.parse(None) == ChangeCursor()
 
 
+@pytest.mark.unit
 def test_only_readable_tables_that_moved_or_came_back_are_changed():
     previous = ChangeCursor({"payment": "1", "staff": "1", "design": "1"}, {"design": "no grant"})
     probe = SourceProbe({"staff": "2", "design": "1"}, {"payment": "no grant"})
@@ -43,6 +45,7 @@ def test_only_readable_tables_that_moved_or_came_back_are_changed():
     assert after.unreadable == {"payment": "no grant"}
 
 
+@pytest.mark.unit
 def test_a_table_readable_again_while_a_run_is_in_flight_is_run_at_the_next_tick():
     previous = ChangeCursor({"payment": "1"}, {"payment": "no grant"})
     probe = SourceProbe({"payment": "1"})
@@ -51,6 +54,7 @@ def test_a_table_readable_again_while_a_run_is_in_flight_is_run_at_the_next_tick
     assert changed_tables(kept, probe) == ["payment"]
 
 
+@pytest.mark.unit
 def test_an_unreachable_source_changes_nothing_and_keeps_every_watermark():
     previous = ChangeCursor({"payment": "1"})
     probe = SourceProbe(unreachable="TOTESYS_SOURCE_URL: cannot connect")
@@ -58,6 +62,7 @@ def test_an_unreachable_source_changes_nothing_and_keeps_every_watermark():
     assert held(previous, probe) == ChangeCursor({"payment": "1"}, {}, "TOTESYS_SOURCE_URL: cannot connect")
 
 
+@pytest.mark.unit
 def test_source_incidents_share_the_readable_checks_id_and_name_the_fix():
     cursor = ChangeCursor({}, {"payment": 'fix: GRANT SELECT ON "payment" TO "r"'}, None)
     incidents = source_incidents(cursor, "http://ui")
@@ -67,6 +72,7 @@ def test_source_incidents_share_the_readable_checks_id_and_name_the_fix():
     assert list(down) == ["source unreachable"] and "cannot connect" in down["source unreachable"]["what"]
 
 
+@pytest.mark.unit
 def test_failures_that_differ_only_in_numbers_and_ids_are_the_same_failure():
     a = failure_signature([("raw_totesys_tables", "cannot connect to 127.0.0.1:5432 (run 0a1b2c3d4e5f)\nmore")])
     b = failure_signature([("raw_totesys_tables", "cannot connect to 127.0.0.1:6543 (run 9f8e7d6c5b4a)\nother")])
@@ -171,6 +177,7 @@ def test_the_sensor_requests_nothing_while_the_source_is_unreachable(platform, t
     assert "cannot connect" in ChangeCursor.parse(result.cursor).unreachable
 
 
+@pytest.mark.unit
 def test_a_failing_or_silent_change_sensor_is_an_incident():
     from types import SimpleNamespace
 

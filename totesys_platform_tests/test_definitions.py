@@ -18,6 +18,7 @@ from totesys_platform_tests.conftest import REPO, free_port, stop_process_group
 BIN = Path(sys.executable).parent
 
 
+@pytest.mark.unit
 def test_definitions_load_with_the_expected_groups_and_lineage(tmp_path):
     defs = build_definitions(load_settings({"TOTESYS_HOME": str(tmp_path)}))
     dg.Definitions.validate_loadable(defs)
@@ -52,11 +53,13 @@ def validate(tmp_path, **env: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.unit
 def test_dagster_definitions_validate_passes(tmp_path):
     done = validate(tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+@pytest.mark.unit
 def test_a_bad_setting_stops_the_code_location_naming_the_variable(tmp_path):
     done = validate(tmp_path, TOTESYS_SOURCE_URL="postgresql://u:hunter2@host:99999/x")
     assert done.returncode != 0

@@ -39,6 +39,7 @@ def test_a_users_asset_and_load_asset_value_receive_the_processed_table(platform
     assert staff.collect().height == 20
 
 
+@pytest.mark.unit
 def test_an_old_layout_zone_is_refused_with_a_clear_message(tmp_path):
     old = tmp_path / "ingestion" / "sales_order" / "2026" / "11" / "26"
     old.mkdir(parents=True)
@@ -49,6 +50,7 @@ def test_an_old_layout_zone_is_refused_with_a_clear_message(tmp_path):
     assert zone.table("payment") is None  # never written: simply empty
 
 
+@pytest.mark.unit
 def test_a_merged_table_is_compacted_and_keeps_what_it_consumed(tmp_path):
     import pyarrow as pa
 
@@ -68,6 +70,7 @@ def test_a_merged_table_is_compacted_and_keeps_what_it_consumed(tmp_path):
     assert sum(frame.height for frame in zone.changes("dim", None)) == COMPACT_AFTER_FILES + 4
 
 
+@pytest.mark.unit
 def test_a_users_frame_is_stored_as_a_delta_table_and_read_back_lazily(tmp_path):
     from totesys_platform.resources.io_managers import LakeIOManager
 

@@ -39,6 +39,7 @@ class CountingTable(DeltaTable):
         super().update_incremental()
 
 
+@pytest.mark.unit
 def test_a_run_loads_each_table_once_and_a_writer_still_sees_other_runs_commits(tmp_path, monkeypatch):
     monkeypatch.setattr(lake, "DeltaTable", CountingTable)
     url = str(tmp_path / "processed")
@@ -66,6 +67,7 @@ def test_a_run_loads_each_table_once_and_a_writer_still_sees_other_runs_commits(
     assert outside.version("fact") == 3 and outside.row_count("fact") == 5
 
 
+@pytest.mark.unit
 def test_a_long_lived_process_keeps_the_tables_of_its_last_few_runs_only(tmp_path):
     url = str(tmp_path / "processed")
     append(zone_in_run(url, None), "fact", [1], consumed=1)
@@ -77,6 +79,7 @@ def test_a_long_lived_process_keeps_the_tables_of_its_last_few_runs_only(tmp_pat
     assert not in_hand & set(runs[: -lake.KEEP_RUNS])
 
 
+@pytest.mark.unit
 def test_a_table_a_run_found_missing_is_created_and_then_read(tmp_path):
     zone = zone_in_run(str(tmp_path / "processed"), "run-1")
     assert zone.table("quarantine/fact") is None
@@ -85,6 +88,7 @@ def test_a_table_a_run_found_missing_is_created_and_then_read(tmp_path):
     assert zone.row_count("quarantine/fact") == 1 and zone.consumed("quarantine/fact") == {"raw": 5}
 
 
+@pytest.mark.unit
 def test_every_new_table_has_a_checkpoint_from_its_first_commit_and_keeps_its_whole_log(tmp_path):
     zone = LakeZone(url=str(tmp_path / "processed"))
     append(zone, "fact", [1], consumed=1)
@@ -101,6 +105,7 @@ def test_every_new_table_has_a_checkpoint_from_its_first_commit_and_keeps_its_wh
     assert zone.table("fact").metadata().configuration["delta.appendOnly"] == "true"
 
 
+@pytest.mark.unit
 def test_a_table_written_by_an_earlier_release_gets_the_current_settings_and_keeps_its_state(tmp_path):
     url = str(tmp_path / "ingestion")
     old_settings = {"delta.enableChangeDataFeed": "true", "delta.appendOnly": "true"}
@@ -126,6 +131,7 @@ def test_a_table_written_by_an_earlier_release_gets_the_current_settings_and_kee
     assert zone.row_count("payment") == 2
 
 
+@pytest.mark.unit
 def test_an_append_only_table_is_compacted_without_changing_any_object_or_what_readers_see(tmp_path, monkeypatch):
     monkeypatch.setattr(lake, "COMPACT_APPEND_ONLY_AFTER_FILES", 4)
     url = str(tmp_path / "ingestion")
@@ -155,6 +161,7 @@ def test_an_append_only_table_is_compacted_without_changing_any_object_or_what_r
     assert sorted(zone.read_since("payment", "last_updated", 80, ["k"])["k"].to_list()) == [80, 81, 90, 91]
 
 
+@pytest.mark.unit
 def test_an_upsert_names_its_keys_so_delta_prunes_files_and_upserts_the_same(tmp_path, monkeypatch):
     frame = pl.DataFrame({"k": [3, 1, 2, 2, None], "v": ["c", "a", "b", "b", "n"]})
     assert lake._key_filter(frame, "k") == " AND t.k IN (1, 2, 3)"
@@ -183,6 +190,7 @@ def test_an_upsert_names_its_keys_so_delta_prunes_files_and_upserts_the_same(tmp
     assert [rows[k] for k in range(40) if k not in (5, 25)] == ["old"] * 38
 
 
+@pytest.mark.unit
 def test_a_preloaded_table_is_as_fresh_at_its_first_use_as_one_loaded_then(tmp_path, monkeypatch):
     monkeypatch.setattr(lake, "DeltaTable", CountingTable)
     url = str(tmp_path / "processed")
@@ -212,6 +220,7 @@ def test_a_preloaded_table_is_as_fresh_at_its_first_use_as_one_loaded_then(tmp_p
     assert not [key for key in lake._PRELOADING if key[0] is None]
 
 
+@pytest.mark.unit
 def test_a_value_range_comes_from_the_log_statistics_or_from_the_rows_where_a_file_has_none(tmp_path):
     zone = zone_in_run(str(tmp_path / "processed"), None)
     assert zone.value_range("fact", ["a", "b"]) is None  # no table yet

@@ -191,8 +191,8 @@ def test_catalog_checks_pass_on_the_real_sample_and_catch_broken_rows(platform):
         conn.execute("UPDATE fact_sales_order SET design_id = 99999, units_sold = 5 WHERE sales_order_id = 2")
     evaluation = rule_check_alone(platform, "fact_sales_order")
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
-    assert "design_id references dim_design: 1 rows" in evaluation.description
-    assert "units_sold is within the spec range" in evaluation.description
+    assert "design_id_references_dim_design: 1 rows" in evaluation.description
+    assert "units_sold_is_within_the_spec_range: 1 rows" in evaluation.description
 
 
 @pytest.mark.slow

@@ -290,6 +290,7 @@ class _FakeResult:
         self.table, self.spool = table, _FakeSpool()
 
 
+@pytest.mark.unit
 def test_the_next_table_is_ingested_while_the_caller_handles_the_one_before():
     tables = list(SOURCE_TABLES[:4])
     started = {t.name: threading.Event() for t in tables}
@@ -317,6 +318,7 @@ def test_the_next_table_is_ingested_while_the_caller_handles_the_one_before():
         next(ingestions)
 
 
+@pytest.mark.unit
 def test_closing_the_ingestions_early_stops_the_table_in_hand_and_discards_it():
     tables = list(SOURCE_TABLES[:3])
     handed: list[_FakeResult] = []
@@ -338,6 +340,7 @@ def test_closing_the_ingestions_early_stops_the_table_in_hand_and_discards_it():
     assert handed[1].spool.closed and not handed[0].spool.closed  # the first is the caller's to close
 
 
+@pytest.mark.unit
 def test_a_stopped_extraction_ends_at_its_next_record_batch():
     table = SOURCE_TABLES_BY_NAME["currency"]
     row = pl.DataFrame([dict.fromkeys(table.schema)], schema=table.schema).to_arrow().to_batches()[0]

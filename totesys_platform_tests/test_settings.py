@@ -9,6 +9,7 @@ from totesys_platform.resources.postgres import DatabaseUnavailableError, Postgr
 from totesys_platform.settings import SettingsError, load_settings, redact_url
 
 
+@pytest.mark.unit
 def test_unset_means_embedded_and_local_zones(tmp_path: Path):
     settings = load_settings({"TOTESYS_HOME": str(tmp_path)})
     assert settings.source_url is None and settings.warehouse_url is None
@@ -18,6 +19,7 @@ def test_unset_means_embedded_and_local_zones(tmp_path: Path):
     assert settings.describe()["source"].startswith("embedded")
 
 
+@pytest.mark.unit
 def test_s3_zones_and_schema_are_accepted(tmp_path: Path):
     settings = load_settings(
         {
@@ -44,6 +46,7 @@ def test_s3_zones_and_schema_are_accepted(tmp_path: Path):
         ("TOTESYS_LOOKBACK_SECONDS", "ten", "whole number"),
     ],
 )
+@pytest.mark.unit
 def test_bad_settings_name_the_variable_and_hide_the_password(variable, value, expected):
     with pytest.raises(SettingsError) as err:
         load_settings({variable: value})
@@ -52,11 +55,13 @@ def test_bad_settings_name_the_variable_and_hide_the_password(variable, value, e
     assert "hunter2" not in message
 
 
+@pytest.mark.unit
 def test_redact_url_hides_only_the_password():
     assert redact_url("postgresql://user:s3cret@host:5432/db") == "postgresql://user:***@host:5432/db"
     assert redact_url("postgresql://user@host/db") == "postgresql://user@host/db"
 
 
+@pytest.mark.unit
 def test_unreachable_database_fails_fast_naming_the_setting():
     port = __import__("totesys_platform_tests.conftest", fromlist=["free_port"]).free_port()
     db = PostgresResource(url=f"postgresql://tote:hunter2@127.0.0.1:{port}/totesys", setting_name="TOTESYS_SOURCE_URL")
@@ -66,6 +71,7 @@ def test_unreachable_database_fails_fast_naming_the_setting():
     assert "hunter2" not in str(err.value) and "***" in str(err.value)
 
 
+@pytest.mark.unit
 def test_a_url_from_the_environment_resolves_outside_a_run_and_shows_as_its_name(monkeypatch, tmp_path):
     from totesys_platform.definitions import build_resources, database_resource
 
@@ -76,6 +82,7 @@ def test_a_url_from_the_environment_resolves_outside_a_run_and_shows_as_its_name
     assert "hunter2" not in repr(build_resources(settings)["source_db"].url)
 
 
+@pytest.mark.unit
 def test_a_zone_url_that_cannot_be_a_folder_is_named_at_start_up(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -98,6 +105,7 @@ print(seen[0] if seen else "polars never imported")
 
 
 @pytest.mark.parametrize("deployed", [None, "dirty_decay_ms:0,muzzy_decay_ms:0"])
+@pytest.mark.unit
 def test_polars_allocator_returns_freed_memory_promptly_unless_the_deployment_says_otherwise(deployed):
     """Polars' jemalloc reads its settings once, as Polars is first loaded: the platform's must be there by then."""
     env = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}

@@ -121,6 +121,7 @@ def test_real_sample_loads_exactly(sample_source, sample_dir):
         assert paid > 0 and unpaid > 0
 
 
+@pytest.mark.unit
 def test_generator_is_realistic_and_deterministic():
     tables = generate(scale=1, seed=3)
     for name in ("sales_order", "purchase_order", "design"):

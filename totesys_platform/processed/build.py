@@ -63,7 +63,7 @@ class BatchRejectedError(RuntimeError):
     """A processed batch broke a blocking quality rule; nothing of it was written."""
 
     def __init__(self, table: WarehouseTable, source: str, results: list[RuleResult]):
-        failing = "; ".join(f"{r.rule}: {r.offending} rows" for r in results if r.is_error and r.offending)
+        failing = "; ".join(f"{r.rule.name}: {r.offending} rows" for r in results if r.is_error and r.offending)
         super().__init__(f"processed/{table.name}: the new rows from {source} were not written: {failing}")
         self.results = results
 

@@ -7,7 +7,8 @@ import polars as pl
 from totesys_platform.catalog import WarehouseTable
 from totesys_platform.processed.build import quarantine_table
 from totesys_platform.processed.rules import RuleResult, markdown_report, markdown_table
-from totesys_platform.processed.star import QUARANTINE_SCHEMA
+from totesys_platform.processed.star import QUARANTINE_SCHEMA, quarantine_rules
+from totesys_platform.rules import describe
 
 
 def quality_check_name(table: WarehouseTable) -> str:
@@ -25,7 +26,7 @@ def quality_check_result(table: WarehouseTable, results: list[RuleResult]) -> dg
         check_name=quality_check_name(table),
         passed=not errors and not warnings,
         severity=dg.AssetCheckSeverity.ERROR if errors else dg.AssetCheckSeverity.WARN,
-        description="; ".join(f"{r.rule}: {r.offending} rows" for r in errors + warnings)
+        description="; ".join(f"{r.rule.name}: {r.offending} rows" for r in errors + warnings)
         or "every rule holds on the new data",
         metadata={
             "rules": dg.MetadataValue.md(markdown_report(results)),
@@ -63,8 +64,8 @@ def processed_check_specs(table: WarehouseTable, key: dg.AssetKey) -> list[dg.As
             quality_check_name(table),
             asset=key,
             blocking=True,
-            description="Blocking: keys unique, NOT NULL filled, references resolve, accepted values; a batch "
-            "breaking one is not written, so it never reaches the warehouse. Spec ranges warn.",
+            description="Blocking: the new rows meet the table's rules; a batch breaking an error rule is not "
+            f"written, so it never reaches the warehouse ({describe(table.rules)}).",
         )
     ]
     if table.is_fact:
@@ -72,7 +73,8 @@ def processed_check_specs(table: WarehouseTable, key: dg.AssetKey) -> list[dg.As
             dg.AssetCheckSpec(
                 quarantine_check_name(table),
                 asset=key,
-                description="Warns with the count, rules and a sample of rows quarantined this run.",
+                description="Warns with the count, rules and a sample of the rows quarantined this run (rows "
+                f"breaking {', '.join(r.name for r in quarantine_rules(table))}).",
             )
         )
     return specs

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from totesys_platform.catalog import CURRENCY_NAMES, WarehouseTable
+from totesys_platform.rules import ISO_DATE, Rule, applicable
 
 QUARANTINE_SCHEMA = pl.Schema(
     {
@@ -65,104 +66,58 @@ class FactBatch:
     quarantine: pl.DataFrame
 
 
-def fact_expressions(table: WarehouseTable) -> list[pl.Expr]:
-    """How each warehouse column of a fact is derived from its source row."""
+def fact_expressions(table: WarehouseTable, parse_dates: bool = True) -> list[pl.Expr]:
+    """How each warehouse column of a fact is derived from its source row (text dates kept as text when
+    `parse_dates` is false, so that the rules see what the source holds)."""
     exprs = []
     for column in table.data_columns:
         stem = column.name.rsplit("_", 1)[0]
         if stem in STAMP_COLUMNS and column.name.endswith(("_date", "_time")):
             stamp = pl.col(STAMP_COLUMNS[stem])
             exprs.append((stamp.dt.date() if column.name.endswith("_date") else stamp.dt.time()).alias(column.name))
-        elif column.pg_type == "date":
-            exprs.append(pl.col(column.name).str.strptime(pl.Date, "%Y-%m-%d", strict=False).alias(column.name))
+        elif column.name in table.text_date_columns:
+            text = pl.col(column.name)
+            exprs.append(text.str.strptime(pl.Date, ISO_DATE, strict=False) if parse_dates else text)
         else:
             exprs.append(pl.col(table.renames.get(column.name, column.name)).alias(column.name))
     return exprs
 
 
-def _violations(
-    table: WarehouseTable, raw: pl.DataFrame, dimension_keys: dict[str, pl.Series]
-) -> list[tuple[str, pl.Expr, pl.Expr]]:
-    """(rule, failing-row predicate, reason) for every quarantine rule of the table."""
-    rules = []
-    for column in table.data_columns:
-        source = table.renames.get(column.name, column.name)
-        if column.pg_type == "date" and source in raw.columns:
-            rules.append(
-                (
-                    "malformed_date",
-                    pl.col(f"_raw_{source}").is_not_null() & pl.col(column.name).is_null(),
-                    pl.format("{} is not a YYYY-MM-DD date: '{}'", pl.lit(source), pl.col(f"_raw_{source}")),
-                )
-            )
-        if not column.nullable:
-            rules.append(
-                (
-                    "null_value",
-                    pl.col(column.name).is_null() & pl.lit(column.pg_type != "date" or source not in raw.columns),
-                    pl.lit(f"{column.name} is null"),
-                )
-            )
-    for name in table.positive_columns:
-        rules.append(
-            (
-                "out_of_range",
-                pl.col(name) <= 0,
-                pl.format("{} must be positive, got {}", pl.lit(name), pl.col(name).cast(pl.String)),
-            )
-        )
-    for column in table.foreign_keys:
-        keys = dimension_keys.get(column.references or "")
-        if keys is not None:
-            rules.append(
-                (
-                    "missing_dimension",
-                    pl.col(column.name).is_not_null() & ~pl.col(column.name).is_in(keys.implode()),
-                    pl.format(
-                        "{} = {} has no row in {}", pl.lit(column.name), pl.col(column.name), pl.lit(column.references)
-                    ),
-                )
-            )
-    return rules
+def quarantine_rules(table: WarehouseTable) -> tuple[Rule, ...]:
+    """The rules a single fact row can break (row-level, error severity): such a row is quarantined."""
+    return tuple(rule for rule in table.rules if rule.row_level and rule.is_error)
+
+
+def _split_failures(derived: pl.DataFrame, pairs: list[tuple[Rule, pl.Expr]]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows breaking no rule, rows breaking one with `_rules` and `_reasons`): every rule is tested on every
+    row as cheap booleans; only the few failing rows get their rule names and reasons spelled out."""
+    if not pairs:
+        return derived, derived.clear().with_columns(_rules=pl.lit(""), _reasons=pl.lit(""))
+    flagged = derived.with_columns(pl.any_horizontal([p.fill_null(False) for _, p in pairs]).alias("_bad"))
+    names = pl.concat_list([pl.when(p).then(pl.lit(rule.name)) for rule, p in pairs]).list.drop_nulls()
+    reasons = pl.concat_list([pl.when(p).then(rule.reason()) for rule, p in pairs]).list.drop_nulls()
+    failing = flagged.filter("_bad").with_columns(_rules=names.list.join(","), _reasons=reasons.list.join("; "))
+    return flagged.filter(~pl.col("_bad")), failing
 
 
 def build_facts(
     raw: pl.DataFrame, table: WarehouseTable, dimension_keys: dict[str, pl.Series] | None = None
 ) -> FactBatch:
-    """Every source row version as a fact row, or a quarantine row saying why it cannot be one."""
+    """Every source row version as a fact row, or a quarantine row naming the rules it breaks and why."""
     source = table.source
-    text_dates = [c.name for c in table.data_columns if c.pg_type == "date" and c.name in raw.columns]
-    derived = raw.with_columns(pl.col(text_dates).name.prefix("_raw_")).with_columns(fact_expressions(table))
-    rules = _violations(table, raw, dimension_keys or {})
-    # Test every rule on every row (cheap booleans), and spell out rules and reasons for the few failing rows
-    # only: formatting a reason for every row and rule dominated the transform.
-    failing_any = pl.any_horizontal([failing.fill_null(False) for _, failing, _ in rules]) if rules else pl.lit(False)
-    flagged = derived.with_columns(failing_any.alias("_bad"))
-    checked = (
-        flagged.filter("_bad").with_columns(
-            pl.concat_list([pl.when(failing).then(pl.lit(rule)) for rule, failing, _ in rules])
-            .list.drop_nulls()
-            .alias("_rules"),
-            pl.concat_list([pl.when(failing).then(reason) for _, failing, reason in rules])
-            .list.drop_nulls()
-            .alias("_reasons"),
-        )
-        if rules
-        else flagged.filter("_bad").with_columns(
-            _rules=pl.lit([], pl.List(pl.String)), _reasons=pl.lit([], pl.List(pl.String))
-        )
-    )
-    quarantine = checked.select(
+    derived = raw.with_columns(fact_expressions(table, parse_dates=False))
+    good, failing = _split_failures(derived, applicable(quarantine_rules(table), dimension_keys or {}))
+    quarantine = failing.select(
         warehouse_table=pl.lit(table.name),
         source_table=pl.lit(source.name),
         source_id=pl.col(source.primary_key).cast(pl.Int32),
         last_updated=pl.col(source.cursor).cast(pl.Datetime("us")),
-        rule=pl.col("_rules").list.join(","),
-        reason=pl.col("_reasons").list.join("; "),
+        rule=pl.col("_rules"),
+        reason=pl.col("_reasons"),
         raw_row=pl.struct([pl.col(c).cast(pl.String) for c in raw.columns]).struct.json_encode(),
     )
-    facts = _conform(flagged.filter(~pl.col("_bad")), table)
-    return FactBatch(facts=facts, quarantine=quarantine.cast(dict(QUARANTINE_SCHEMA)))
+    good = good.with_columns(pl.col(table.text_date_columns).str.strptime(pl.Date, ISO_DATE, strict=False))
+    return FactBatch(facts=_conform(good, table), quarantine=quarantine.cast(dict(QUARANTINE_SCHEMA)))
 
 
 # --- Dimensions -----------------------------------------------------------------------------

@@ -26,37 +26,17 @@ META_SCHEMA = "totesys_platform"
 
 
 def _column_ddl(table: WarehouseTable, schema: str) -> list[sql.Composable]:
+    """Columns (NOT NULL where a rule requires it), then the constraints the table's rules have where one
+    fits: the key, foreign keys, accepted values, impossible values."""
     parts: list[sql.Composable] = []
     for column in table.columns:
         if column.name == table.surrogate_key:
             parts.append(sql.SQL("{} serial PRIMARY KEY").format(sql.Identifier(column.name)))
             continue
-        parts.append(
-            sql.SQL("{} {}{}").format(
-                sql.Identifier(column.name),
-                sql.SQL(column.pg_type),
-                sql.SQL("" if column.nullable else " NOT NULL"),
-            )
-        )
-    if not table.is_fact:
-        parts.append(sql.SQL("PRIMARY KEY ({})").format(sql.Identifier(table.key)))
-    else:
-        parts.append(
-            sql.SQL("CONSTRAINT {} UNIQUE ({})").format(
-                sql.Identifier(f"{table.name}_version_key"), sql.SQL(", ").join(map(sql.Identifier, table.version_key))
-            )
-        )
-    for column in table.foreign_keys:
-        parts.append(
-            sql.SQL("CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {}.{} ({})").format(
-                sql.Identifier(f"{table.name}_{column.name}_fkey"),
-                sql.Identifier(column.name),
-                sql.Identifier(schema),
-                sql.Identifier(column.references),
-                sql.Identifier(WAREHOUSE_TABLES_BY_NAME[column.references].key),
-            )
-        )
-    return parts
+        not_null = " NOT NULL" if table.is_required(column.name) else ""
+        parts.append(sql.SQL("{} {}{}").format(sql.Identifier(column.name), sql.SQL(column.pg_type), sql.SQL(not_null)))
+    constraints = (rule.constraint(table.name, schema) for rule in table.rules if rule.is_error)
+    return parts + [c for c in constraints if c is not None]
 
 
 def create_table_sql(table: WarehouseTable, schema: str) -> sql.Composed:
