@@ -14,6 +14,7 @@ setup(
     install_requires=[
         f"dagster=={DAGSTER}",
         f"dagster-webserver=={DAGSTER}",
+        f"dagster-dg-cli=={DAGSTER}",  # `dg dev`, `dg check defs`, `dg list defs` ([tool.dg] in pyproject.toml)
         f"dagster-aws=={DAGSTER_LIBS}",
         f"dagster-postgres=={DAGSTER_LIBS}",
         "polars==1.44.2",

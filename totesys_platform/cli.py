@@ -186,7 +186,7 @@ Source:          {described["source"]}
 Ingestion zone:  {settings.ingestion_url}
 Processed zone:  {settings.processed_url}
 Dashboard:       {settings.reports_url}/dashboard.html   (views: schema reports in the warehouse)
-Dagster UI:      DAGSTER_HOME={ensure_dagster_home(settings)} .venv/bin/dagster dev -w workspace.yaml
+Dagster UI:      DAGSTER_HOME={ensure_dagster_home(settings)} .venv/bin/dg dev
                  then open http://127.0.0.1:3000 (lineage, sensors, checks)
 """)
     return 0

@@ -66,6 +66,18 @@ def test_a_bad_setting_stops_the_code_location_naming_the_variable(tmp_path):
     assert "TOTESYS_SOURCE_URL" in done.stderr + done.stdout and "hunter2" not in done.stderr + done.stdout
 
 
+def test_dg_checks_and_lists_the_definitions_from_the_project_root(tmp_path):
+    env = {**os.environ, "TOTESYS_HOME": str(tmp_path), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    check = subprocess.run([str(BIN / "dg"), "check", "defs"], env=env, cwd=REPO, capture_output=True, text=True)
+    assert check.returncode == 0 and "All definitions loaded successfully" in check.stdout + check.stderr
+    listed = subprocess.run(
+        [str(BIN / "dg"), "list", "defs", "--json"], env=env, cwd=REPO, capture_output=True, text=True, check=True
+    )
+    defs = json.loads(listed.stdout)
+    assert len(defs["assets"]) == 33 + len(REPORTS) + 1
+    assert {s["name"] for s in defs["sensors"]} >= {"totesys_change_sensor"}
+
+
 def graphql(port: int, query: str) -> dict:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/graphql",
@@ -78,15 +90,18 @@ def graphql(port: int, query: str) -> dict:
 
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_webserver_serves_the_asset_graph_over_graphql(tmp_path):
+@pytest.mark.parametrize(
+    "command", [["dagster-webserver", "-w", "workspace.yaml"], ["dg", "dev"]], ids=["webserver", "dg-dev"]
+)
+def test_webserver_serves_the_asset_graph_over_graphql(tmp_path, command):
     port = free_port()
     env = {**os.environ, "TOTESYS_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
     (tmp_path / "dagster_home").mkdir()
     (tmp_path / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     server = subprocess.Popen(
-        [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        [str(BIN / command[0]), *command[1:], "-h", "127.0.0.1", "-p", str(port)],
         cwd=REPO,
-        env=env,
+        env={**env, "PATH": f"{BIN}:{os.environ['PATH']}"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own process group, stopped whole
