@@ -47,10 +47,19 @@ def log(message: str) -> None:
     print(f"[bench] {message}", flush=True)
 
 
+def measured_commit() -> str:
+    """The short hash of the commit measured, `-dirty` when the work tree has uncommitted changes."""
+    git = ["git", "-C", str(REPO)]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+    return (commit or "unknown") + ("-dirty" if dirty.stdout.strip() else "")
+
+
 def write_results(kind: str, label: str, document: dict, text: str) -> Path:
-    """benchmarks/results/<date>-<kind>[-<label>].json and .md; prints the Markdown."""
+    """benchmarks/results/<date>-<kind>-<commit>[-<label>].json and .md (named by what was measured, never
+    by the work that led to it); prints the Markdown."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"{dt.date.today().isoformat()}-{kind}{'-' + label if label else ''}"
+    stem = RESULTS / f"{dt.date.today().isoformat()}-{kind}-{measured_commit()}{'-' + label if label else ''}"
     stem.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n")
     stem.with_suffix(".md").write_text(text if text.endswith("\n") else text + "\n")
     print(text)

@@ -4,8 +4,8 @@ import os
 
 # Polars allocates through its own jemalloc, which by default keeps the pages a step frees for up to 10 s
 # before handing them back. A backfill frees hundreds of MB a step, so each step's peak stacked on what
-# the ones before it kept (scale 100: 986 MB). A background thread returning them within 0.1 s lowers the
-# peak by about 100 MB at no measurable cost (benchmarks/results/README.md, session 10). It must be in the
+# the ones before it kept. A background thread returning them within 0.1 s lowers a scale-100 backfill's
+# peak by about 100 MB at no measurable cost (see benchmarks/results/README.md). It must be in the
 # environment before Polars is first imported, hence here; a value set by the deployment wins.
 os.environ.setdefault("_RJEM_MALLOC_CONF", "background_thread:true,dirty_decay_ms:100,muzzy_decay_ms:0")
 
