@@ -144,11 +144,11 @@ def _slow_raw_run(settings, dagster_home: str | None, barrier, results, without_
     """In a process of its own: one run of the raw step, each table's ingestion slowed down a little.
 
     Puts (success, rows ingested, first ingestion start, last ingestion end, pool slots) on `results`."""
-    import totesys_platform.raw.assets as raw_assets
+    import totesys_platform.raw.extract as raw_extract
     from totesys_platform.resources.postgres import PostgresResource
 
     spans: list[float] = []
-    real_ingest = raw_assets.ingest_table
+    real_ingest = raw_extract.ingest_table
 
     def slow_ingest(*args, **kwargs):
         spans.append(time.time())
@@ -158,7 +158,7 @@ def _slow_raw_run(settings, dagster_home: str | None, barrier, results, without_
             time.sleep(0.3)  # long enough that two unguarded runs overlap
             spans.append(time.time())
 
-    raw_assets.ingest_table = slow_ingest
+    raw_extract.ingest_table = slow_ingest
     if without_locks:
         PostgresResource.exclusive = lambda self, name, **kwargs: contextlib.nullcontext()
     with dg.DagsterInstance.from_config(dagster_home) if dagster_home else dg.DagsterInstance.ephemeral() as instance:

@@ -7,7 +7,6 @@ table's new rows are one output, committed by the raw IO manager as one Delta co
 
 import contextlib
 import datetime as dt
-import threading
 
 import dagster as dg
 
@@ -20,13 +19,7 @@ from totesys_platform.raw.checks import (
     readable_check_result,
     schema_check_result,
 )
-from totesys_platform.raw.extract import (
-    SchemaDriftError,
-    describe_source,
-    ingest_ahead,
-    ingest_table,
-    source_clock,
-)
+from totesys_platform.raw.extract import IngestResult, SchemaDriftError, ingest_ahead, snapshot_ingester
 from totesys_platform.resources.io_managers import TableAppend
 from totesys_platform.resources.lake import LakeZone
 from totesys_platform.resources.postgres import PostgresResource
@@ -74,6 +67,71 @@ def selected_checks(context: dg.AssetExecutionContext, *results: dg.AssetCheckRe
     return [r for r in results if dg.AssetCheckKey(r.asset_key, r.check_name) in selected]
 
 
+def ingest_metadata(result: IngestResult, lookback: dt.timedelta) -> dict:
+    return {
+        "dagster/row_count": result.rows,
+        "watermark": result.watermark or "",
+        "previous_watermark": result.previous_watermark or "",
+        "source_clock": result.source_now,
+        "rows_ahead_of_source_clock": result.rows_ahead,
+        "lookback_seconds": lookback.total_seconds(),
+        "re_read_from": result.since or "(full extract)",
+        "duplicates_skipped": result.skipped_duplicates,
+        "new_source_columns": ", ".join(result.extra_columns),
+        "extraction_seconds": round(result.seconds, 3),
+    }
+
+
+def ingested_events(context: dg.AssetExecutionContext, table: SourceTable, result: IngestResult, lookback):
+    """The table's output (committed by the raw IO manager: one Delta commit) and its checks' results."""
+    output = TableAppend(
+        result.spool,
+        result.commit_metadata(context.run_id),
+        table.schema,
+        append_only=True,
+        stats_columns=[table.primary_key, table.cursor],  # the dedup read prunes on the cursor
+    )
+    try:
+        yield dg.Output(output, output_name=table.name, metadata=ingest_metadata(result, lookback))
+    finally:
+        result.spool.close()
+    yield from selected_checks(
+        context,
+        readable_check_result(table, None),
+        schema_check_result(table, [], result.extra_columns, result.retyped_columns),
+        keys_check_result(table, result),
+        clock_check_result(table, result),
+    )
+
+
+def table_events(context: dg.AssetExecutionContext, table: SourceTable, result, lookback: dt.timedelta):
+    """What a table's ingestion yields. A table that failed on its own (schema drift; a lost privilege or an
+    unreadable zone object, which retrying cannot help) yields no output, so it and its downstream are
+    skipped, and its ERROR check alerts once; the other tables go on, and the first run after the fix
+    ingests everything since the table's watermark."""
+    if isinstance(result, SchemaDriftError):
+        context.log.error(str(result))
+        yield from selected_checks(context, schema_check_result(table, result.missing, result.extra, result.retyped))
+    elif isinstance(result, Exception):
+        context.log.error(str(result))
+        yield from selected_checks(context, readable_check_result(table, str(result)))
+    else:
+        yield from ingested_events(context, table, result, lookback)
+
+
+@contextlib.contextmanager
+def locked_snapshot(context: dg.AssetExecutionContext, source_db: PostgresResource, zone: LakeZone):
+    """The source snapshot, held while no other run ingests into this zone, whichever instance launched it
+    (see PostgresResource.exclusive)."""
+    with (
+        source_db.exclusive(
+            f"totesys_platform raw {zone.url}", holder=f"totesys raw {context.run_id[:8]}", log=context.log.warning
+        ),
+        source_snapshot(source_db) as cursor,
+    ):
+        yield cursor
+
+
 def build_raw_assets(
     *, lookback_seconds: int, chunk_rows: int, retry_policy: dg.RetryPolicy | None = None
 ) -> dg.AssetsDefinition:
@@ -96,84 +154,16 @@ def build_raw_assets(
         selected = [t for t in SOURCE_TABLES if raw_key(t.name) in context.selected_asset_keys]
         ingestion_zone.preload(t.name for t in selected)  # loaded while the snapshot opens
         lookback = dt.timedelta(seconds=config.lookback_seconds or lookback_seconds)
-        # One ingestion into this zone at a time, whichever instance launched the run (see exclusive()).
-        with (
-            source_db.exclusive(
-                f"totesys_platform raw {ingestion_zone.url}",
-                holder=f"totesys raw {context.run_id[:8]}",
-                log=context.log.warning,
-            ),
-            source_snapshot(source_db) as cursor,
-        ):
-            source_now = source_clock(cursor)
-            described = describe_source(cursor, selected)
-            ingested: dict[str, int] = {}
-
-            def ingest(table: SourceTable, stop: threading.Event):
-                return ingest_table(
-                    cursor,
-                    ingestion_zone,
-                    table,
-                    source_now=source_now,
-                    lookback=lookback,
-                    chunk_rows=config.chunk_rows or chunk_rows,
-                    described=described[table.name],
-                    stop=stop,
-                )
-
+        ingested: dict[str, int] = {}
+        with locked_snapshot(context, source_db, ingestion_zone) as cursor:
+            chunk = config.chunk_rows or chunk_rows
+            ingest = snapshot_ingester(cursor, ingestion_zone, selected, lookback=lookback, chunk_rows=chunk)
             # The next table is read while this one is committed (see ingest_ahead).
             with contextlib.closing(ingest_ahead(selected, ingest)) as ingestions:
                 for table, result in ingestions:
-                    if isinstance(result, SchemaDriftError):
-                        # The other tables go on; this one's raw asset (and so its downstream) is skipped until
-                        # the source is fixed, and the next run then ingests everything since its watermark.
-                        context.log.error(str(result))
-                        yield from selected_checks(
-                            context, schema_check_result(table, result.missing, result.extra, result.retyped)
-                        )
-                        continue
-                    if isinstance(result, Exception):
-                        # Permanent (SourcePermissionError, ZoneDataError): retrying cannot help. Like drift, this
-                        # table is skipped (its ERROR check alerts, once) and the others go on; the first run
-                        # after the fix catches up.
-                        context.log.error(str(result))
-                        yield from selected_checks(context, readable_check_result(table, str(result)))
-                        continue
-                    output = TableAppend(
-                        result.spool,
-                        result.commit_metadata(context.run_id),
-                        table.schema,
-                        append_only=True,
-                        stats_columns=[table.primary_key, table.cursor],  # the dedup read prunes on the cursor
-                    )
-                    try:
-                        yield dg.Output(
-                            output,
-                            output_name=table.name,
-                            metadata={
-                                "dagster/row_count": result.rows,
-                                "watermark": result.watermark or "",
-                                "previous_watermark": result.previous_watermark or "",
-                                "source_clock": result.source_now,
-                                "rows_ahead_of_source_clock": result.rows_ahead,
-                                "lookback_seconds": lookback.total_seconds(),
-                                "re_read_from": result.since or "(full extract)",
-                                "duplicates_skipped": result.skipped_duplicates,
-                                "new_source_columns": ", ".join(result.extra_columns),
-                                "extraction_seconds": round(result.seconds, 3),
-                            },
-                        )
-                    finally:
-                        result.spool.close()
-                    ingested[table.name] = result.rows
-                    yield from selected_checks(
-                        context,
-                        readable_check_result(table, None),
-                        schema_check_result(table, [], result.extra_columns, result.retyped_columns),
-                        keys_check_result(table, result),
-                        clock_check_result(table, result),
-                    )
-        # One line for the step (each table's figures are in its materialisation's metadata).
+                    yield from table_events(context, table, result, lookback)
+                    if not isinstance(result, Exception):
+                        ingested[table.name] = result.rows
         changed = ", ".join(f"{name} {rows}" for name, rows in ingested.items() if rows) or "none"
         context.log.info(f"{sum(ingested.values())} new row versions from {len(ingested)} tables ({changed})")
 

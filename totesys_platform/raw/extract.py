@@ -203,6 +203,38 @@ def ingested_since(zone: LakeZone, table: SourceTable, since: dt.datetime) -> pl
     return frame
 
 
+def checked_columns(table: SourceTable, described: SourceDescription) -> tuple[list[str], list[str]]:
+    """(extra, retyped) columns of a table the role may read and that has every catalog column; raises
+    SourcePermissionError or SchemaDriftError naming the table (and the column) otherwise."""
+    check_privilege(table, described)
+    actual = described.columns
+    if not actual:
+        missing = [c.name for c in table.columns]
+        raise SchemaDriftError(f"raw/{table.name}: table {table.name!r} not found at the source", missing, [], [])
+    missing, extra, retyped = compare_columns(table, actual)
+    if missing:
+        raise SchemaDriftError(
+            f"raw/{table.name}: column(s) {', '.join(missing)} expected by the catalog are missing from "
+            f"source table {table.name!r} (it has: {', '.join(actual)}); nothing was ingested",
+            missing,
+            extra,
+            retyped,
+        )
+    return extra, retyped
+
+
+def _add_chunk(result: IngestResult, chunk: pl.DataFrame, table: SourceTable, source_now: dt.datetime) -> None:
+    """Count what the chunk holds (null keys, rows stamped ahead of the source clock) and spool it."""
+    key, cursor = pl.col(table.primary_key), pl.col(table.cursor)
+    result.null_keys += chunk.filter(key.is_null() | cursor.is_null()).height
+    ahead = chunk.filter(cursor > source_now)
+    if ahead.height:
+        result.rows_ahead += ahead.height
+        lead = (ahead[table.cursor].max() - source_now).total_seconds()  # type: ignore[operator]
+        result.max_seconds_ahead = max(result.max_seconds_ahead, lead)
+    result.spool.add(chunk)
+
+
 def ingest_table(
     cursor,
     zone: LakeZone,
@@ -218,59 +250,26 @@ def ingest_table(
     `described`: the table's entry of `describe_source` (looked up here when not given); `stop`, once set,
     ends the extraction at its next record batch."""
     started = time.perf_counter()
-    if described is None:
-        described = describe_source(cursor, [table])[table.name]
-    check_privilege(table, described)
-    actual = described.columns
-    if not actual:
-        missing = [c.name for c in table.columns]
-        raise SchemaDriftError(f"raw/{table.name}: table {table.name!r} not found at the source", missing, [], [])
-    missing, extra, retyped = compare_columns(table, actual)
-    if missing:
-        raise SchemaDriftError(
-            f"raw/{table.name}: column(s) {', '.join(missing)} expected by the catalog are missing from "
-            f"source table {table.name!r} (it has: {', '.join(actual)}); nothing was ingested",
-            missing,
-            extra,
-            retyped,
-        )
-    recorded = zone.last_commit(table.name)
-    previous = recorded.get("watermark")
-    since_dt = dt.datetime.fromisoformat(previous) - lookback if previous else None
-    seen: pl.DataFrame | None = None  # read once the source returns rows (a quiet table costs no lake read)
+    extra, retyped = checked_columns(table, described or describe_source(cursor, [table])[table.name])
+    previous = zone.last_commit(table.name).get("watermark")
+    since = dt.datetime.fromisoformat(previous) - lookback if previous else None
     result = IngestResult(
-        table.name,
-        Spool(),
-        previous,
-        previous,
-        since_dt.isoformat() if since_dt else None,
-        source_now.isoformat(),
-        extra,
-        retyped,
+        table.name, Spool(), previous, previous, since and since.isoformat(), source_now.isoformat(), extra, retyped
     )
     newest: list[dt.datetime] = [dt.datetime.fromisoformat(previous)] if previous else []
+    seen: pl.DataFrame | None = None  # read once the source returns rows (a quiet table costs no lake read)
     try:
-        for chunk in extract_chunks(
-            cursor, table, extra, since_dt.strftime(STAMP_FORMAT) if since_dt else None, chunk_rows, stop
-        ):
-            if since_dt is not None and seen is None and chunk.height:
-                seen = ingested_since(zone, table, since_dt)
+        since_text = since.strftime(STAMP_FORMAT) if since else None
+        for chunk in extract_chunks(cursor, table, extra, since_text, chunk_rows, stop):
+            if since is not None and seen is None and chunk.height:
+                seen = ingested_since(zone, table, since)
             if seen is not None and seen.height:
-                before = chunk.height
-                chunk = chunk.join(seen, on=[table.primary_key, table.cursor], how="anti")
-                result.skipped_duplicates += before - chunk.height
-            if not chunk.height:
-                continue
-            result.null_keys += chunk.filter(
-                pl.col(table.primary_key).is_null() | pl.col(table.cursor).is_null()
-            ).height
-            ahead = chunk.filter(pl.col(table.cursor) > source_now)
-            if ahead.height:
-                result.rows_ahead += ahead.height
-                lead = (ahead[table.cursor].max() - source_now).total_seconds()  # type: ignore[operator]
-                result.max_seconds_ahead = max(result.max_seconds_ahead, lead)
-            newest.append(chunk[table.cursor].max())  # type: ignore[arg-type]
-            result.spool.add(chunk)
+                new = chunk.join(seen, on=[table.primary_key, table.cursor], how="anti")
+                result.skipped_duplicates += chunk.height - new.height
+                chunk = new
+            if chunk.height:
+                newest.append(chunk[table.cursor].max())  # type: ignore[arg-type]
+                _add_chunk(result, chunk, table, source_now)
     except BaseException:
         result.spool.close()
         raise
@@ -279,6 +278,29 @@ def ingest_table(
         result.watermark = min(max(newest), source_now).isoformat()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def snapshot_ingester(
+    cursor, zone: LakeZone, tables: list[SourceTable], *, lookback: dt.timedelta, chunk_rows: int
+) -> Callable[[SourceTable, threading.Event], IngestResult]:
+    """`ingest(table, stop)` for the tables of one snapshot: the source clock and the tables' descriptions
+    are read once, as the snapshot's first statements."""
+    source_now = source_clock(cursor)
+    described = describe_source(cursor, tables)
+
+    def ingest(table: SourceTable, stop: threading.Event) -> IngestResult:
+        return ingest_table(
+            cursor,
+            zone,
+            table,
+            source_now=source_now,
+            lookback=lookback,
+            chunk_rows=chunk_rows,
+            described=described[table.name],
+            stop=stop,
+        )
+
+    return ingest
 
 
 # What makes one table's ingestion fail while the others go on (see ingest_ahead).
