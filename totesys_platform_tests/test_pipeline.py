@@ -231,7 +231,7 @@ def test_the_load_log_keeps_every_tables_row_count_and_the_nightly_rules_compare
         conn.commit()
     evaluation = rule_check_alone(platform, "fact_payment")  # as the nightly schedule runs it
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
-    assert "row count equals the count the loads recorded: 1 rows" in evaluation.description
+    assert "row_count_equals_the_count_the_loads_recorded: 1 rows" in evaluation.description
 
 
 @pytest.mark.slow

@@ -45,6 +45,7 @@ class PostgresResource(dg.ConfigurableResource):
     secret_region: str | None = None
     _reuse: bool = PrivateAttr(default=False)
     _idle: list[psycopg.Connection] = PrivateAttr(default_factory=list)
+    _done_this_run: set[str] = PrivateAttr(default_factory=set)
 
     def resolved_url(self) -> str:
         if self.secret_id:
@@ -71,9 +72,20 @@ class PostgresResource(dg.ConfigurableResource):
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         self._reuse = False
+        self._done_this_run.clear()
         while self._idle:
             with contextlib.suppress(psycopg.Error):
                 self._idle.pop().close()
+
+    def once_per_run(self, name: str, work: Callable[[psycopg.Connection], None], conn: psycopg.Connection) -> None:
+        """`work(conn)` (then commit) unless a step of this run has done `name` already; outside a run, always.
+        For idempotent preparations that later steps can trust, such as creating the warehouse tables."""
+        if self._reuse and name in self._done_this_run:
+            return
+        work(conn)
+        conn.commit()
+        if self._reuse:
+            self._done_this_run.add(name)
 
     def _new_connection(self, autocommit: bool) -> psycopg.Connection:
         url = self.resolved_url()

@@ -17,6 +17,7 @@ from totesys_platform.warehouse.checks import (
     warehouse_key,
 )
 from totesys_platform.warehouse.load import (
+    LoadResult,
     ReferentialIntegrityError,
     WarehousePermissionError,
     ensure_warehouse,
@@ -28,8 +29,31 @@ __all__ = ["WarehouseConfig", "build_warehouse_assets", "warehouse_key"]
 WAREHOUSE_GROUP = "warehouse"
 
 
-# (run id, schema) whose tables a step of the run found or made: the next steps of the run skip the look.
-_WAREHOUSE_READY: set[tuple[str, str]] = set()
+# Errors a retry cannot help: it would read the same bytes or miss the same dimension rows.
+PERMANENT_LOAD_ERRORS = (ZoneDataError, OldLayoutError, ReferentialIntegrityError, WarehousePermissionError)
+
+
+def load_into_warehouse(conn, processed: LakeTable, table: WarehouseTable, schema: str, warehouse_db) -> LoadResult:
+    """The table's new processed commits loaded (the warehouse's tables made first, once a run); a permanent
+    error fails the step at once, without retries."""
+    try:
+        warehouse_db.once_per_run(f"warehouse tables in {schema}", lambda c: ensure_warehouse(c, schema), conn)
+        return load_table(conn, processed, table, schema)
+    except PERMANENT_LOAD_ERRORS as permanent:
+        raise dg.Failure(description=str(permanent), allow_retries=False) from permanent
+
+
+def load_metadata(result: LoadResult, processed: LakeTable, table: WarehouseTable, schema: str) -> dict:
+    return {
+        "dagster/row_count": result.table_rows,
+        "rows_written": result.inserted,
+        "rows_staged": result.staged_rows,
+        "loaded_after_delta_version": -1 if result.from_version is None else result.from_version,
+        "loaded_delta_version": -1 if result.to_version is None else result.to_version,
+        "processed_table": dg.MetadataValue.path(processed.uri),
+        "table": f"{schema}.{table.name}",
+        "dagster/table_name": f"{schema}.{table.name}",
+    }
 
 
 def build_warehouse_asset(
@@ -72,42 +96,16 @@ def build_warehouse_asset(
         ingestion_zone: LakeZone,
         processed_zone: LakeZone,
     ):
+        schema = warehouse.schema_name
         with warehouse_db.connect() as conn:
             recorded = None  # a check run on its own counts the table
             if key in context.selected_asset_keys:
-                try:
-                    if (context.run_id, warehouse.schema_name) not in _WAREHOUSE_READY:
-                        ensure_warehouse(conn, warehouse.schema_name)
-                        conn.commit()
-                        _WAREHOUSE_READY.add((context.run_id, warehouse.schema_name))
-                    result = load_table(conn, processed, table, warehouse.schema_name)
-                except (
-                    ZoneDataError,
-                    OldLayoutError,
-                    ReferentialIntegrityError,
-                    WarehousePermissionError,
-                ) as permanent:
-                    # A retry would read the same bytes or miss the same dimension rows: fail at once.
-                    raise dg.Failure(description=str(permanent), allow_retries=False) from permanent
+                result = load_into_warehouse(conn, processed, table, schema, warehouse_db)
                 recorded = result.table_rows
-                yield dg.MaterializeResult(
-                    asset_key=key,
-                    metadata={
-                        "dagster/row_count": result.table_rows,
-                        "rows_written": result.inserted,
-                        "rows_staged": result.staged_rows,
-                        "loaded_after_delta_version": -1 if result.from_version is None else result.from_version,
-                        "loaded_delta_version": -1 if result.to_version is None else result.to_version,
-                        "processed_table": dg.MetadataValue.path(processed.uri),
-                        "table": f"{warehouse.schema_name}.{table.name}",
-                        "dagster/table_name": f"{warehouse.schema_name}.{table.name}",
-                    },
-                )
+                yield dg.MaterializeResult(asset_key=key, metadata=load_metadata(result, processed, table, schema))
             for spec in checks:
                 if spec.key in context.selected_asset_check_keys:
-                    yield reconciliation_check_result(
-                        table, ingestion_zone, processed_zone, conn, warehouse.schema_name, recorded
-                    )
+                    yield reconciliation_check_result(table, ingestion_zone, processed_zone, conn, schema, recorded)
 
     return _warehouse
 
