@@ -106,9 +106,27 @@ class TotesysPlatformStack(cdk.Stack):
     def __init__(self, scope: Construct, construct_id: str, *, settings: DeploySettings, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.settings = settings
-        name = f"totesys-{settings.env_name}"
+        self.prefix = f"totesys-{settings.env_name}"
+        self._buckets()
+        self._source_secret()
+        self._network()
+        if settings.create_database:
+            self._database_instance()
+            warehouse_secret, instance_secret = self._database_secrets()
+        else:
+            warehouse_secret, instance_secret = self._existing_database_secrets()
+        self._alerts()
+        self.platform_settings = self._platform_settings(warehouse_secret)
+        self._compute(instance_secret)
+        secret_arns = [self.source_secret_arn, warehouse_secret.secret_arn]
+        self._run_role_policies(secret_arns)
+        self._daemon_role_policies(secret_arns)
+        self._webserver_role_policies()
+        self._outputs()
 
-        # --- buckets -----------------------------------------------------------------------------
+    # --- parts of the stack, in the order they are made (construct ids are the stack's own) -------------
+
+    def _buckets(self) -> None:
         self.access_logs = s3.Bucket(
             self,
             "AccessLogsBucket",
@@ -149,7 +167,8 @@ class TotesysPlatformStack(cdk.Stack):
             )
         )
 
-        # --- secrets -----------------------------------------------------------------------------
+    def _source_secret(self) -> None:
+        name = self.prefix
         self.source_secret_name = f"{name}/source-database"
         source_secret = secretsmanager.Secret(
             self,
@@ -160,7 +179,8 @@ class TotesysPlatformStack(cdk.Stack):
         skip_checks(source_secret, SECRET_WITH_MANAGED_KEY)
         self.source_secret_arn = self._secret_arn_pattern(self.source_secret_name)
 
-        # --- network -----------------------------------------------------------------------------
+    def _network(self) -> None:
+        settings = self.settings
         if settings.vpc_id:
             self.vpc = ec2.Vpc.from_vpc_attributes(
                 self,
@@ -190,7 +210,7 @@ class TotesysPlatformStack(cdk.Stack):
                     subnet,
                     ("CKV_AWS_130", "public subnets hold only the NAT gateway; tasks and RDS are private"),
                 )
-        private = ec2.SubnetSelection(subnets=self.vpc.private_subnets)
+        self.private = ec2.SubnetSelection(subnets=self.vpc.private_subnets)
         self.tasks_sg = ec2.SecurityGroup(
             self,
             "TasksSecurityGroup",
@@ -203,82 +223,92 @@ class TotesysPlatformStack(cdk.Stack):
                 ec2.Peer.ipv4(settings.webserver_cidr), ec2.Port.tcp(3000), "the Dagster UI, from webserver_cidr"
             )
 
-        # --- database (optional) -----------------------------------------------------------------
-        if settings.create_database:
-            db_sg = ec2.SecurityGroup(
-                self, "DatabaseSecurityGroup", vpc=self.vpc, description="RDS: PostgreSQL from the tasks only"
-            )
-            db_sg.add_ingress_rule(self.tasks_sg, ec2.Port.tcp(5432), "PostgreSQL from the platform's tasks")
-            self.database = rds.DatabaseInstance(
-                self,
-                "Database",
-                engine=rds.DatabaseInstanceEngine.postgres(version=rds.PostgresEngineVersion.VER_17_9),
-                instance_type=ec2.InstanceType.of(ec2.InstanceClass.BURSTABLE4_GRAVITON, ec2.InstanceSize.SMALL),
-                vpc=self.vpc,
-                vpc_subnets=private,
-                security_groups=[db_sg],
-                database_name="totesys",
-                credentials=rds.Credentials.from_generated_secret(
-                    DATABASE_ADMIN,
-                    secret_name=f"{name}/database",
-                    # the password goes into connection URLs: no characters that need quoting
-                    exclude_characters=" %+~`#$&*()|[]{}:;<>?!'/@\"\\",
-                ),
-                storage_encrypted=True,
-                allocated_storage=50,
-                max_allocated_storage=200,
-                backup_retention=cdk.Duration.days(14),
-                deletion_protection=True,
-                removal_policy=cdk.RemovalPolicy.SNAPSHOT,
-                auto_minor_version_upgrade=True,
-                copy_tags_to_snapshot=True,
-                enable_performance_insights=True,
-                iam_authentication=True,
-                instance_identifier=name,
-                cloudwatch_logs_exports=["postgresql"],
-                publicly_accessible=False,
-            )
-            skip_checks(
-                self.database,
-                ("CKV_AWS_157", "single-AZ at the default size (cost); set multi_az on the construct for HA"),
-                ("CKV_AWS_118", "enhanced monitoring is optional; Performance Insights and logs are on"),
-            )
-            # RDS writes to this group; made here (not by CDK's log-retention Lambda) to set its retention.
-            database_logs = logs.LogGroup(
-                self,
-                "DatabaseLogs",
-                log_group_name=f"/aws/rds/instance/{name}/postgresql",
-                retention=logs.RetentionDays.THREE_MONTHS,
-                removal_policy=cdk.RemovalPolicy.RETAIN,
-            )
-            skip_checks(database_logs, LOGS_ENCRYPTED_BY_CLOUDWATCH)
-            skip_checks(self.database.node.find_child("Secret"), SECRET_WITH_MANAGED_KEY)
-            assert self.database.secret is not None
-            warehouse_secret = self.database.secret
-            # The instance URL, built at deploy time: the template holds only a reference to the password.
-            password = self.database.secret.secret_value_from_json("password").unsafe_unwrap()
-            instance_secret = secretsmanager.Secret(
-                self,
-                "InstanceDatabaseSecret",
-                secret_name=f"{name}/dagster-instance-database",
-                description="The Dagster instance storage (runs, events, schedules): DAGSTER_PG_URL",
-                secret_object_value={
-                    INSTANCE_DB_URL_KEY: cdk.SecretValue.unsafe_plain_text(
-                        f"postgresql+psycopg2://{DATABASE_ADMIN}:{password}@{self.database.db_instance_endpoint_address}"
-                        f":{self.database.db_instance_endpoint_port}/totesys"
-                    )
-                },
-            )
-            skip_checks(instance_secret, SECRET_WITH_MANAGED_KEY)
-        else:
-            warehouse_secret = secretsmanager.Secret.from_secret_complete_arn(
-                self, "WarehouseSecret", str(settings.warehouse_secret_arn)
-            )
-            instance_secret = secretsmanager.Secret.from_secret_complete_arn(
-                self, "InstanceDatabaseSecret", str(settings.instance_db_secret_arn)
-            )
+    def _database_instance(self) -> None:
+        """An RDS PostgreSQL instance for the warehouse and the Dagster instance, reachable from the tasks only."""
+        name = self.prefix
+        db_sg = ec2.SecurityGroup(
+            self, "DatabaseSecurityGroup", vpc=self.vpc, description="RDS: PostgreSQL from the tasks only"
+        )
+        db_sg.add_ingress_rule(self.tasks_sg, ec2.Port.tcp(5432), "PostgreSQL from the platform's tasks")
+        self.database = rds.DatabaseInstance(
+            self,
+            "Database",
+            engine=rds.DatabaseInstanceEngine.postgres(version=rds.PostgresEngineVersion.VER_17_9),
+            instance_type=ec2.InstanceType.of(ec2.InstanceClass.BURSTABLE4_GRAVITON, ec2.InstanceSize.SMALL),
+            vpc=self.vpc,
+            vpc_subnets=self.private,
+            security_groups=[db_sg],
+            database_name="totesys",
+            credentials=rds.Credentials.from_generated_secret(
+                DATABASE_ADMIN,
+                secret_name=f"{name}/database",
+                # the password goes into connection URLs: no characters that need quoting
+                exclude_characters=" %+~`#$&*()|[]{}:;<>?!'/@\"\\",
+            ),
+            storage_encrypted=True,
+            allocated_storage=50,
+            max_allocated_storage=200,
+            backup_retention=cdk.Duration.days(14),
+            deletion_protection=True,
+            removal_policy=cdk.RemovalPolicy.SNAPSHOT,
+            auto_minor_version_upgrade=True,
+            copy_tags_to_snapshot=True,
+            enable_performance_insights=True,
+            iam_authentication=True,
+            instance_identifier=name,
+            cloudwatch_logs_exports=["postgresql"],
+            publicly_accessible=False,
+        )
+        skip_checks(
+            self.database,
+            ("CKV_AWS_157", "single-AZ at the default size (cost); set multi_az on the construct for HA"),
+            ("CKV_AWS_118", "enhanced monitoring is optional; Performance Insights and logs are on"),
+        )
 
-        # --- alerts ------------------------------------------------------------------------------
+    def _database_secrets(self) -> tuple[secretsmanager.ISecret, secretsmanager.ISecret]:
+        """The instance's log group, its generated secret (the warehouse's) and the Dagster instance's URL."""
+        name = self.prefix
+        # RDS writes to this group; made here (not by CDK's log-retention Lambda) to set its retention.
+        database_logs = logs.LogGroup(
+            self,
+            "DatabaseLogs",
+            log_group_name=f"/aws/rds/instance/{name}/postgresql",
+            retention=logs.RetentionDays.THREE_MONTHS,
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+        )
+        skip_checks(database_logs, LOGS_ENCRYPTED_BY_CLOUDWATCH)
+        skip_checks(self.database.node.find_child("Secret"), SECRET_WITH_MANAGED_KEY)
+        assert self.database.secret is not None
+        warehouse_secret = self.database.secret
+        # The instance URL, built at deploy time: the template holds only a reference to the password.
+        password = self.database.secret.secret_value_from_json("password").unsafe_unwrap()
+        instance_secret = secretsmanager.Secret(
+            self,
+            "InstanceDatabaseSecret",
+            secret_name=f"{name}/dagster-instance-database",
+            description="The Dagster instance storage (runs, events, schedules): DAGSTER_PG_URL",
+            secret_object_value={
+                INSTANCE_DB_URL_KEY: cdk.SecretValue.unsafe_plain_text(
+                    f"postgresql+psycopg2://{DATABASE_ADMIN}:{password}@{self.database.db_instance_endpoint_address}"
+                    f":{self.database.db_instance_endpoint_port}/totesys"
+                )
+            },
+        )
+        skip_checks(instance_secret, SECRET_WITH_MANAGED_KEY)
+        return warehouse_secret, instance_secret
+
+    def _existing_database_secrets(self) -> tuple[secretsmanager.ISecret, secretsmanager.ISecret]:
+        settings = self.settings
+        warehouse_secret = secretsmanager.Secret.from_secret_complete_arn(
+            self, "WarehouseSecret", str(settings.warehouse_secret_arn)
+        )
+        instance_secret = secretsmanager.Secret.from_secret_complete_arn(
+            self, "InstanceDatabaseSecret", str(settings.instance_db_secret_arn)
+        )
+        return warehouse_secret, instance_secret
+
+    def _alerts(self) -> None:
+        settings = self.settings
         self.alerts = sns.Topic(
             self,
             "AlertTopic",
@@ -288,22 +318,24 @@ class TotesysPlatformStack(cdk.Stack):
         if settings.alert_email:
             self.alerts.add_subscription(subscriptions.EmailSubscription(settings.alert_email))
 
-        # The platform's settings: the tasks' environment and the stack's outputs.
-        self.platform_settings = {
+    def _platform_settings(self, warehouse_secret: secretsmanager.ISecret) -> dict[str, str]:
+        """The platform's settings: the tasks' environment and the stack's outputs."""
+        return {
             "TOTESYS_INGESTION_URL": f"s3://{self.ingestion.bucket_name}",
             "TOTESYS_PROCESSED_URL": f"s3://{self.processed.bucket_name}",
             "TOTESYS_REPORTS_URL": f"s3://{self.reports.bucket_name}",
             "TOTESYS_SOURCE_SECRET_ID": self.source_secret_name,
             "TOTESYS_WAREHOUSE_SECRET_ID": warehouse_secret.secret_arn,
-            "TOTESYS_WAREHOUSE_SCHEMA": settings.warehouse_schema,
+            "TOTESYS_WAREHOUSE_SCHEMA": self.settings.warehouse_schema,
             "TOTESYS_ALERT_SNS_TOPIC_ARN": self.alerts.topic_arn,
             "TOTESYS_COMPUTE_LOG_BUCKET": self.compute_logs.bucket_name,
             "TOTESYS_RUN_TASK_DEFINITION": self._family("run"),
         }
 
-        # --- compute -----------------------------------------------------------------------------
+    def _compute(self, instance_secret: secretsmanager.ISecret) -> None:
+        """The cluster, the task roles and definitions, and the webserver and daemon services."""
         self.cluster = ecs.Cluster(self, "Cluster", vpc=self.vpc, container_insights_v2=ecs.ContainerInsights.ENABLED)
-        image = self._image(settings.image_uri)
+        image = self._image(self.settings.image_uri)
         self.execution_role = iam.Role(
             self,
             "TaskExecutionRole",
@@ -329,6 +361,9 @@ class TotesysPlatformStack(cdk.Stack):
         self._container(
             daemon_task, "daemon", image, instance_secret, command=["dagster-daemon", "run", "-w", "workspace.yaml"]
         )
+        self._services(web_task, daemon_task)
+
+    def _services(self, web_task: ecs.FargateTaskDefinition, daemon_task: ecs.FargateTaskDefinition) -> None:
         for construct_id, task in (("WebserverService", web_task), ("DaemonService", daemon_task)):
             ecs.FargateService(
                 self,
@@ -337,13 +372,12 @@ class TotesysPlatformStack(cdk.Stack):
                 task_definition=task,
                 desired_count=1,
                 security_groups=[self.tasks_sg],
-                vpc_subnets=private,
+                vpc_subnets=self.private,
                 assign_public_ip=False,
                 circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
             )
 
-        # --- least-privilege policies ------------------------------------------------------------
-        secret_arns = [self.source_secret_arn, warehouse_secret.secret_arn]
+    def _run_role_policies(self, secret_arns: list[str]) -> None:
         self.run_role.add_to_policy(
             iam.PolicyStatement(
                 sid="ListTheZones",
@@ -370,6 +404,8 @@ class TotesysPlatformStack(cdk.Stack):
                 sid="ReadTheDatabaseSecrets", actions=["secretsmanager:GetSecretValue"], resources=secret_arns
             )
         )
+
+    def _daemon_role_policies(self, secret_arns: list[str]) -> None:
         self.daemon_role.add_to_policy(
             iam.PolicyStatement(
                 sid="ReadTheDatabaseSecrets",  # the change sensor reads max(last_updated) at the source
@@ -389,7 +425,7 @@ class TotesysPlatformStack(cdk.Stack):
                 conditions={"ArnEquals": {"ecs:cluster": self.cluster.cluster_arn}},
             )
         )
-        task_arns = self.format_arn(service="ecs", resource="task", resource_name=f"{self.cluster.cluster_name}/*")
+        task_arns = self._task_arns()
         self.daemon_role.add_to_policy(
             iam.PolicyStatement(
                 sid="WatchAndStopRuns",
@@ -419,6 +455,9 @@ class TotesysPlatformStack(cdk.Stack):
                 resources=[self.run_role.role_arn, self.execution_role.role_arn],
             )
         )
+
+    def _webserver_role_policies(self) -> None:
+        task_arns = self._task_arns()
         self.webserver_role.add_to_policy(
             iam.PolicyStatement(
                 sid="ReadStepLogs",
@@ -430,7 +469,10 @@ class TotesysPlatformStack(cdk.Stack):
             iam.PolicyStatement(sid="TerminateRuns", actions=["ecs:StopTask"], resources=[task_arns])
         )
 
-        # --- outputs: the platform's settings ----------------------------------------------------
+    def _task_arns(self) -> str:
+        return self.format_arn(service="ecs", resource="task", resource_name=f"{self.cluster.cluster_name}/*")
+
+    def _outputs(self) -> None:
         for setting, value in self.platform_settings.items():
             words = setting.removeprefix("TOTESYS_").split("_")  # output keys allow no "_": the name is the description
             cdk.CfnOutput(self, "Setting" + "".join(w.capitalize() for w in words), value=value, description=setting)
