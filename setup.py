@@ -37,7 +37,7 @@ setup(
         "botocore==1.43.117",
     ],
     extras_require={
-        "test": ["pytest==9.2.0", "moto[server]==5.2.5", "ruff==0.17.6", "aiosmtpd==1.4.6"],
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "moto[server]==5.2.5", "ruff==0.17.6", "aiosmtpd==1.4.6"],
         # The benchmark's peer (benchmarks/peer_dlt.py): python -m benchmarks.run --peer
         "bench": ["dlt[postgres,sql-database,parquet]==1.31.0"],
         # The AWS deployment as a CDK app (deploy/): the CDK library (runs on Node.js) and cfn-lint.

@@ -105,9 +105,12 @@ class RunTally:
         lines, self.notes = self.notes, []
         for name in (*STAGES, *sorted(set(self.stages) - set(STAGES))):
             stage = self.stages.get(name)
-            if stage and not stage.reported and (stage.steps <= stage.ended or self.status) and stage.steps:
-                stage.reported = True
-                lines.append(stage.line(name))
+            if not stage or not stage.steps or stage.reported:
+                continue
+            if not (stage.steps <= stage.ended or self.status):
+                break  # a later stage's checks may end first: it waits for this one, in the pipeline's order
+            stage.reported = True
+            lines.append(stage.line(name))
         return lines
 
     def summary(self, run_id: str, seconds: float, log_path: Path) -> str:

@@ -43,11 +43,13 @@ GENERATED = {"scale": 1, "seed": 42}
 
 
 def pytest_collection_modifyitems(items) -> None:
-    """Tests under unit/ are the fast layer: marked `unit` so that `scripts/test -m unit` runs them alone."""
+    """Tests under unit/ are the fast layer, marked `unit` (`scripts/test -m unit`); the longest run first."""
     unit = Path(__file__).parent / "unit"
     for item in items:
         if unit in Path(item.fspath).parents:
             item.add_marker(pytest.mark.unit)
+    # The longest first: under xdist the tests that wait on live dagster processes overlap the rest.
+    items.sort(key=lambda item: 0 if item.get_closest_marker("e2e") else 1 if item.get_closest_marker("slow") else 2)
 
 
 def pytest_report_header(config) -> str:
