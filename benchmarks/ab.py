@@ -35,14 +35,18 @@ def worktree(commit: str, root: Path) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("commits", nargs=2)
     parser.add_argument("--scale", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--events", type=int, default=100)
     parser.add_argument("--label", default="")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def prepare(args: argparse.Namespace) -> tuple[str, list[Path], list[dict[str, str]]]:
+    """One generated source; per commit a worktree, a home and a warehouse database of its own."""
     root = REPO / ".totesys-bench" / "ab"
     root.mkdir(parents=True, exist_ok=True)
     admin_url = start_embedded_server(REPO / ".totesys-bench" / "pgdata")
@@ -56,11 +60,20 @@ def main(argv: list[str] | None = None) -> int:
         [str(BIN / "totesys"), "source", "generate", "--scale", str(args.scale), "--seed", "42"],
         {**os.environ, **envs[0]},
     )
-    backfill = {}
+    return source_url, codes, envs
+
+
+def backfill(codes: list[Path], envs: list[dict[str, str]]) -> dict[str, dict]:
+    results = {}
     for code, env in zip(codes, envs, strict=True):
         result = measured_run({**os.environ, **env}, code)
-        backfill[code.name] = {k: result[k] for k in ("wall_seconds", "peak_rss_mb", "stage_seconds")}
+        results[code.name] = {k: result[k] for k in ("wall_seconds", "peak_rss_mb", "stage_seconds")}
         log(f"{code.name}: backfill {result['wall_seconds']:.1f}s, {result['peak_rss_mb']} MB")
+    return results
+
+
+def alternate(args: argparse.Namespace, source_url: str, codes: list[Path], envs: list[dict[str, str]]):
+    """Each round changes the source, then runs both commits on the same changes, in alternating order."""
     seconds: dict[str, list[float]] = {code.name: [] for code in codes}
     stages: dict[str, list[dict[str, float]]] = {code.name: [] for code in codes}
     for r in range(args.rounds):
@@ -73,51 +86,71 @@ def main(argv: list[str] | None = None) -> int:
             seconds[code.name].append(result["wall_seconds"])
             stages[code.name].append(result["stage_seconds"])
             log(f"round {r + 1}: {code.name} {result['wall_seconds']:.2f}s {result['stage_seconds']}")
-    means = {name: round(statistics.mean(values), 3) for name, values in seconds.items()}
-    stage_means = {
+    return seconds, stages
+
+
+def mean_stage_seconds(stages: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
+    return {
         name: {
             stage: round(statistics.mean(r.get(stage, 0.0) for r in rounds), 3)
             for stage in sorted({s for r in rounds for s in r})
         }
         for name, rounds in stages.items()
     }
+
+
+def markdown(document: dict, first: str, second: str) -> str:
+    means = document["mean_seconds"]
+    return "\n".join(
+        [
+            f"# Incremental runs, {first} vs {second}, alternating on one source (scale {document['scale']})",
+            "",
+            f"{document['date']}; `{document['command']}`; {document['events_per_round']} simulator events before "
+            "each round; each commit's own `benchmarks/workload.py` (every asset and the routine checks, in process).",
+            "",
+            "| commit | seconds per incremental run (each round) | mean |",
+            "|---|---|---|",
+            *(
+                f"| {name} | {', '.join(f'{s:.2f}' for s in values)} | {means[name]} |"
+                for name, values in document["seconds"].items()
+            ),
+            "",
+            f"{second} / {first}: {document['ratio']}x.",
+            "",
+            "Mean seconds per stage of an incremental run (from Dagster's step events; the rest of a run is"
+            " start-up, planning and the events between steps):",
+            "",
+            *(f"- {name}: {by_stage}" for name, by_stage in document["mean_stage_seconds"].items()),
+            "",
+            "Backfill (empty lake and warehouse, one after the other, not alternated):",
+            "",
+            *(
+                f"- {name}: {b['wall_seconds']} s, peak RSS {b['peak_rss_mb']} MB, {b['stage_seconds']}"
+                for name, b in document["backfill"].items()
+            ),
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    source_url, codes, envs = prepare(args)
+    backfilled = backfill(codes, envs)
+    seconds, stages = alternate(args, source_url, codes, envs)
+    means = {name: round(statistics.mean(values), 3) for name, values in seconds.items()}
     first, second = (c.name for c in codes)
     document = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "python -m benchmarks.ab " + " ".join(argv if argv is not None else sys.argv[1:]),
         "scale": args.scale,
         "events_per_round": args.events,
-        "backfill": backfill,
+        "backfill": backfilled,
         "seconds": seconds,
         "mean_seconds": means,
-        "mean_stage_seconds": stage_means,
+        "mean_stage_seconds": mean_stage_seconds(stages),
         "ratio": round(means[second] / means[first], 3),
     }
-    lines = [
-        f"# Incremental runs, {first} vs {second}, alternating on one source (scale {args.scale})",
-        "",
-        f"{document['date']}; `{document['command']}`; {args.events} simulator events before each round; "
-        "each commit's own `benchmarks/workload.py` (every asset and the routine checks, in process).",
-        "",
-        "| commit | seconds per incremental run (each round) | mean |",
-        "|---|---|---|",
-        *(f"| {name} | {', '.join(f'{s:.2f}' for s in values)} | {means[name]} |" for name, values in seconds.items()),
-        "",
-        f"{second} / {first}: {document['ratio']}x.",
-        "",
-        "Mean seconds per stage of an incremental run (from Dagster's step events; the rest of a run is start-up,"
-        " planning and the events between steps):",
-        "",
-        *(f"- {name}: {means_by_stage}" for name, means_by_stage in stage_means.items()),
-        "",
-        "Backfill (empty lake and warehouse, one after the other, not alternated):",
-        "",
-        *(
-            f"- {name}: {b['wall_seconds']} s, peak RSS {b['peak_rss_mb']} MB, {b['stage_seconds']}"
-            for name, b in backfill.items()
-        ),
-    ]
-    write_results("ab", args.label, document, "\n".join(lines))
+    write_results("ab", args.label, document, markdown(document, first, second))
     return 0
 
 

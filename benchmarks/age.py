@@ -211,7 +211,7 @@ class History:
         return Lake(self.runs, self.source_url, env, files)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ages", default="10,1000")
     parser.add_argument("--measure", type=int, default=2 * CHECKPOINT_INTERVAL)
@@ -241,34 +241,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--resume", action="store_true", help="continue the history kept in --home (history.json) instead of anew"
     )
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def measure(args: argparse.Namespace, histories: list[History], moto: MotoServer) -> list[dict]:
+    """The measured runs: of each kept history alternating (--compare), or of one history at each age."""
+    if args.compare:
+        # Each history catches up with its source (one run), then the measured runs alternate between
+        # the lakes, so that a change in the machine's speed during the measurement falls on all alike.
+        lakes = []
+        for history in histories:
+            history.run_until(history.runs + 1, args.events)
+            lakes.append(history.copy_to_s3(moto))
+        for i in range(args.measure):
+            for lake in lakes:
+                measure_run(lake, moto, i, args.events)
+        return sorted((lake.summary() for lake in lakes), key=lambda a: a["age"])
+    measured = []
+    history = histories[0]
+    for age in sorted(int(a) for a in args.ages.split(",")):
+        history.run_until(age, args.events)
+        lake = history.copy_to_s3(moto)
+        for i in range(args.measure):
+            measure_run(lake, moto, i, args.events)
+        measured.append(lake.summary())
+    return measured
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     homes = [Path(h).resolve() for h in (args.compare or [args.home])]
     for home in homes:
         home.mkdir(parents=True, exist_ok=True)
     admin_url = start_embedded_server(homes[0].parent / "pgdata")
     histories = [History(home, admin_url, args.lookback, args.resume or bool(args.compare)) for home in homes]
     moto = MotoServer(homes[0], indexed_list=args.indexed_list)
-    measured = []
     try:
-        if args.compare:
-            # Each history catches up with its source (one run), then the measured runs alternate between
-            # the lakes, so that a change in the machine's speed during the measurement falls on all alike.
-            lakes = []
-            for history in histories:
-                history.run_until(history.runs + 1, args.events)
-                lakes.append(history.copy_to_s3(moto))
-            for i in range(args.measure):
-                for lake in lakes:
-                    measure_run(lake, moto, i, args.events)
-            measured = sorted((lake.summary() for lake in lakes), key=lambda a: a["age"])
-        else:
-            history = histories[0]
-            for age in sorted(int(a) for a in args.ages.split(",")):
-                history.run_until(age, args.events)
-                lake = history.copy_to_s3(moto)
-                for i in range(args.measure):
-                    measure_run(lake, moto, i, args.events)
-                measured.append(lake.summary())
+        measured = measure(args, histories, moto)
     finally:
         moto.stop()
     history_seconds = histories[0].seconds if not args.compare else {str(h.home.name): h.seconds for h in histories}

@@ -37,50 +37,59 @@ def write_history(zone: LakeZone, rows: pl.DataFrame, commits: int, per_commit: 
             zone.append("payment", spool.reader(), {"watermark": str(i)}, append_only=True, stats_columns=stats)
 
 
+def measure_loads(moto: MotoServer, local: LakeZone, bucket: str, loads: int = 10) -> list[dict]:
+    """Copies the local table into a bucket and loads it afresh `loads` times, counting requests."""
+    moto.upload(Path(local.url), bucket)
+    uri = f"s3://{bucket}/payment"
+    options = {"AWS_ENDPOINT_URL": moto.endpoint, "AWS_ALLOW_HTTP": "true"}
+    results = []
+    for _ in range(loads):
+        start = moto.offset()
+        started = time.perf_counter()
+        DeltaTable(uri, storage_options=options).get_add_actions(flatten=True)
+        seconds = time.perf_counter() - started
+        kinds, _ = moto.requests_since(start)
+        results.append({"seconds": round(seconds, 4), "requests": sum(kinds.values()), **dict(kinds)})
+    return results
+
+
+def measure(args: argparse.Namespace, home: Path, moto: MotoServer) -> list[dict]:
+    table = next(t for t in SOURCE_TABLES if t.name == "payment")
+    rows = generate(scale=1, seed=42)["payment"].select(list(table.schema)).cast(dict(table.schema))  # type: ignore[arg-type]
+    results = []
+    for label, stats in (
+        ("statistics on every column", None),
+        ("key and cursor only", [table.primary_key, table.cursor]),
+    ):
+        local = LakeZone(url=str(home / label.replace(" ", "-")))
+        write_history(local, rows, args.commits, args.rows, stats)
+        checkpoint = max((Path(local.uri("payment")) / "_delta_log").glob("*.checkpoint.parquet"))
+        loads = measure_loads(moto, local, f"checkpoint-{len(results)}")
+        results.append(
+            {
+                "statistics": label,
+                "commits": args.commits,
+                "checkpoint_bytes": checkpoint.stat().st_size,
+                "mean_requests_per_load": statistics.mean(r["requests"] for r in loads),
+                "mean_seconds_per_load": round(statistics.mean(r["seconds"] for r in loads), 4),
+                "loads": loads,
+            }
+        )
+        log(
+            f"{label}: checkpoint {checkpoint.stat().st_size:,} bytes, {results[-1]['mean_requests_per_load']} requests a load"
+        )
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--commits", type=int, default=1000)
     parser.add_argument("--rows", type=int, default=20, help="rows per commit")
     args = parser.parse_args(argv)
-    table = next(t for t in SOURCE_TABLES if t.name == "payment")
-    rows = generate(scale=1, seed=42)["payment"].select(list(table.schema)).cast(dict(table.schema))  # type: ignore[arg-type]
     home = Path(tempfile.mkdtemp(prefix="totesys-checkpoint-"))
     moto = MotoServer(home, port=5098)
-    results = []
     try:
-        for label, stats in (
-            ("statistics on every column", None),
-            ("key and cursor only", [table.primary_key, table.cursor]),
-        ):
-            local = LakeZone(url=str(home / label.replace(" ", "-")))
-            write_history(local, rows, args.commits, args.rows, stats)
-            log_dir = Path(local.uri("payment")) / "_delta_log"
-            checkpoint = max(log_dir.glob("*.checkpoint.parquet"))
-            bucket = f"checkpoint-{len(results)}"
-            moto.upload(Path(local.url), bucket)
-            uri = f"s3://{bucket}/payment"
-            options = {"AWS_ENDPOINT_URL": moto.endpoint, "AWS_ALLOW_HTTP": "true"}
-            loads = []
-            for _ in range(10):
-                start = moto.offset()
-                started = time.perf_counter()
-                DeltaTable(uri, storage_options=options).get_add_actions(flatten=True)
-                seconds = time.perf_counter() - started
-                kinds, _ = moto.requests_since(start)
-                loads.append({"seconds": round(seconds, 4), "requests": sum(kinds.values()), **dict(kinds)})
-            results.append(
-                {
-                    "statistics": label,
-                    "commits": args.commits,
-                    "checkpoint_bytes": checkpoint.stat().st_size,
-                    "mean_requests_per_load": statistics.mean(r["requests"] for r in loads),
-                    "mean_seconds_per_load": round(statistics.mean(r["seconds"] for r in loads), 4),
-                    "loads": loads,
-                }
-            )
-            log(
-                f"{label}: checkpoint {checkpoint.stat().st_size:,} bytes, {results[-1]['mean_requests_per_load']} requests a load"
-            )
+        results = measure(args, home, moto)
     finally:
         moto.stop()
     document = {

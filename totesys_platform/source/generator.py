@@ -195,105 +195,104 @@ def _typed(table: str, columns: dict) -> pl.DataFrame:
     return pl.DataFrame({c.name: column(columns[c.name]) for c in spec.columns}).cast(dict(spec.schema))
 
 
-def _seed_stamps(n: int) -> tuple[np.ndarray, np.ndarray]:
-    seed = np.full(n, np.datetime64(START, "ms"))
-    return seed, seed
+def _address(rng: np.random.Generator, n: int) -> dict:
+    return {
+        "address_id": _ids(n),
+        "address_line_1": [f"{rng.integers(1, 99999)} {s}" for s in _pick(rng, STREETS, n)],
+        "address_line_2": np.where(rng.random(n) < 0.67, None, _pick(rng, STREETS, n)),
+        "district": np.where(rng.random(n) < 0.47, None, _pick(rng, DISTRICTS, n)),
+        "city": _pick(rng, CITIES, n),
+        "postal_code": [
+            f"{z:05d}-{e:04d}" if e % 3 == 0 else f"{z:05d}"
+            for z, e in zip(rng.integers(0, 100000, n), rng.integers(0, 10000, n), strict=True)
+        ],
+        "country": _pick(rng, COUNTRIES, n),
+        "phone": [
+            f"{a:04d} {b:06d}" for a, b in zip(rng.integers(0, 10000, n), rng.integers(0, 10**6, n), strict=True)
+        ],
+    }
+
+
+def _counterparty(rng: np.random.Generator, n: int, n_addr: int) -> dict:
+    names = [f"{a} {b}" for a, b in zip(_pick(rng, LAST, n), _pick(rng, COMPANY_TAILS, n), strict=True)]
+
+    def contacts() -> list[str]:
+        return [f"{a} {b}" for a, b in zip(_pick(rng, FIRST, n), _pick(rng, LAST, n), strict=True)]
+
+    return {
+        "counterparty_id": _ids(n),
+        "counterparty_legal_name": names,
+        "legal_address_id": rng.integers(1, n_addr + 1, n),
+        "commercial_contact": np.where(rng.random(n) < 0.1, None, contacts()),
+        "delivery_contact": np.where(rng.random(n) < 0.1, None, contacts()),
+    }
+
+
+def _staff(rng: np.random.Generator, n: int) -> dict:
+    first, last = _pick(rng, FIRST, n), _pick(rng, LAST, n)
+    return {
+        "staff_id": _ids(n),
+        "first_name": first,
+        "last_name": last,
+        "department_id": rng.integers(1, len(DEPARTMENTS) + 1, n),
+        "email_address": [
+            f"{f}.{s}@terrifictotes.com".lower().replace(" ", "") for f, s in zip(first, last, strict=True)
+        ],
+    }
+
+
+def _lookups() -> dict[str, dict]:
+    """The small fixed tables: departments, currencies and payment types."""
+    return {
+        "department": {
+            "department_id": _ids(len(DEPARTMENTS)),
+            "department_name": [d[0] for d in DEPARTMENTS],
+            "location": [d[1] for d in DEPARTMENTS],
+            "manager": [d[2] for d in DEPARTMENTS],
+        },
+        "currency": {"currency_id": _ids(len(CURRENCIES)), "currency_code": CURRENCIES},
+        "payment_type": {"payment_type_id": _ids(len(PAYMENT_TYPES)), "payment_type_name": PAYMENT_TYPES},
+    }
+
+
+def _design(rng: np.random.Generator, n: int) -> dict:
+    """Designs are created over the whole period (the first eight at its start) and never updated."""
+    created = np.concatenate([np.full(8, np.datetime64(START, "ms")), _business_instants(rng, n - 8, START, END)])
+    names = _pick(rng, DESIGN_NAMES, n)
+    return {
+        "design_id": _ids(n),
+        "created_at": created,
+        "design_name": names,
+        "file_location": _pick(rng, FILE_LOCATIONS, n),
+        "file_name": [
+            f"{name.lower()}-{day.astype('datetime64[D]').astype(str).replace('-', '')}-{tag:04x}.json"
+            for name, day, tag in zip(names, created, rng.integers(0, 0xFFFF, n), strict=True)
+        ],
+        "last_updated": created,
+    }
 
 
 def generate_dimensions(rng: np.random.Generator, scale: float) -> dict[str, pl.DataFrame]:
     n_addr, n_cp, n_staff = (_dimension_count(t, scale) for t in ("address", "counterparty", "staff"))
-    created, updated = _seed_stamps(max(n_addr, n_cp, n_staff, 8))
-    seq = lambda n: np.arange(1, n + 1)  # noqa: E731
-    address = {
-        "address_id": seq(n_addr),
-        "address_line_1": [f"{rng.integers(1, 99999)} {s}" for s in _pick(rng, STREETS, n_addr)],
-        "address_line_2": np.where(rng.random(n_addr) < 0.67, None, _pick(rng, STREETS, n_addr)),
-        "district": np.where(rng.random(n_addr) < 0.47, None, _pick(rng, DISTRICTS, n_addr)),
-        "city": _pick(rng, CITIES, n_addr),
-        "postal_code": [
-            f"{z:05d}-{e:04d}" if e % 3 == 0 else f"{z:05d}"
-            for z, e in zip(rng.integers(0, 100000, n_addr), rng.integers(0, 10000, n_addr), strict=True)
-        ],
-        "country": _pick(rng, COUNTRIES, n_addr),
-        "phone": [
-            f"{a:04d} {b:06d}"
-            for a, b in zip(rng.integers(0, 10000, n_addr), rng.integers(0, 10**6, n_addr), strict=True)
-        ],
-        "created_at": created[:n_addr],
-        "last_updated": updated[:n_addr],
-    }
-    names = [f"{a} {b}" for a, b in zip(_pick(rng, LAST, n_cp), _pick(rng, COMPANY_TAILS, n_cp), strict=True)]
-    contacts = lambda: [f"{a} {b}" for a, b in zip(_pick(rng, FIRST, n_cp), _pick(rng, LAST, n_cp), strict=True)]  # noqa: E731
-    counterparty = {
-        "counterparty_id": seq(n_cp),
-        "counterparty_legal_name": names,
-        "legal_address_id": rng.integers(1, n_addr + 1, n_cp),
-        "commercial_contact": np.where(rng.random(n_cp) < 0.1, None, contacts()),
-        "delivery_contact": np.where(rng.random(n_cp) < 0.1, None, contacts()),
-        "created_at": created[:n_cp],
-        "last_updated": updated[:n_cp],
-    }
-    first, last = _pick(rng, FIRST, n_staff), _pick(rng, LAST, n_staff)
-    staff = {
-        "staff_id": seq(n_staff),
-        "first_name": first,
-        "last_name": last,
-        "department_id": rng.integers(1, len(DEPARTMENTS) + 1, n_staff),
-        "email_address": [
-            f"{f}.{s}@terrifictotes.com".lower().replace(" ", "") for f, s in zip(first, last, strict=True)
-        ],
-        "created_at": created[:n_staff],
-        "last_updated": updated[:n_staff],
-    }
-    department = {
-        "department_id": seq(8),
-        "department_name": [d[0] for d in DEPARTMENTS],
-        "location": [d[1] for d in DEPARTMENTS],
-        "manager": [d[2] for d in DEPARTMENTS],
-        "created_at": created[:8],
-        "last_updated": updated[:8],
-    }
-    currency = {
-        "currency_id": seq(3),
-        "currency_code": CURRENCIES,
-        "created_at": created[:3],
-        "last_updated": updated[:3],
-    }
-    payment_type = {
-        "payment_type_id": seq(4),
-        "payment_type_name": PAYMENT_TYPES,
-        "created_at": created[:4],
-        "last_updated": updated[:4],
-    }
-    n_design = _dimension_count("design", scale)
-    design_created = np.concatenate(
-        [np.full(8, np.datetime64(START, "ms")), _business_instants(rng, n_design - 8, START, END)]
-    )
-    design_names = _pick(rng, DESIGN_NAMES, n_design)
-    design = {
-        "design_id": seq(n_design),
-        "created_at": design_created,
-        "design_name": design_names,
-        "file_location": _pick(rng, FILE_LOCATIONS, n_design),
-        "file_name": [
-            f"{name.lower()}-{day.astype('datetime64[D]').astype(str).replace('-', '')}-{tag:04x}.json"
-            for name, day, tag in zip(design_names, design_created, rng.integers(0, 0xFFFF, n_design), strict=True)
-        ],
-        "last_updated": design_created,
-    }
     tables = {
-        "address": address,
-        "counterparty": counterparty,
-        "currency": currency,
-        "department": department,
-        "design": design,
-        "staff": staff,
-        "payment_type": payment_type,
+        "address": _address(rng, n_addr),
+        "counterparty": _counterparty(rng, n_cp, n_addr),
+        "staff": _staff(rng, n_staff),
+        **_lookups(),
     }
+    for cols in tables.values():  # the seed rows of every table but design are stamped at the start
+        seed = np.full(len(next(iter(cols.values()))), np.datetime64(START, "ms"))
+        cols.update(created_at=seed, last_updated=seed)
+    tables["design"] = _design(rng, _dimension_count("design", scale))
+    stamped = ("created_at", "last_updated")
     return {
-        name: _typed(name, {k: _stamp(v) if k in ("created_at", "last_updated") else v for k, v in cols.items()})
-        for name, cols in tables.items()
+        name: _typed(name, {k: _stamp(v) if k in stamped else v for k, v in tables[name].items()})
+        for name in ("address", "counterparty", "currency", "department", "design", "staff", "payment_type")
     }
+
+
+def _ids(n: int) -> np.ndarray:
+    return np.arange(1, n + 1)
 
 
 def _orders(rng: np.random.Generator, n: int, dims: dict[str, pl.DataFrame]) -> dict[str, np.ndarray]:
