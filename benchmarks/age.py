@@ -39,8 +39,8 @@ from psycopg import sql
 from benchmarks.run import BIN, REPO, fresh_database, log, platform_env, run_child, write_results
 from totesys_platform.automation import NIGHTLY_ONLY_CHECKS
 from totesys_platform.definitions import build_assets, build_resources
+from totesys_platform.resources.delta_settings import CHECKPOINT_INTERVAL
 from totesys_platform.resources.embedded import start_embedded_server
-from totesys_platform.resources.lake import CHECKPOINT_INTERVAL, forget_loaded_tables
 from totesys_platform.settings import load_settings
 from totesys_platform.source.simulator import Simulator
 from totesys_platform.warehouse.checks import build_checks
@@ -54,9 +54,8 @@ def routine_checks():
 
 
 def run_once(env: dict[str, str]) -> float:
-    """One run of every asset and the routine checks, in process. Each production run is a process of its
-    own that loads every Delta table afresh, so the tables loaded by the previous run are forgotten."""
-    forget_loaded_tables()
+    """One run of every asset and the routine checks, in process (its resources load every Delta table
+    afresh, as a production run process does)."""
     settings = load_settings(env)
     started = time.perf_counter()
     result = dg.materialize(

@@ -26,7 +26,8 @@ from deltalake import DeltaTable
 from benchmarks.age import MotoServer
 from benchmarks.run import log, write_results
 from totesys_platform.catalog import SOURCE_TABLES
-from totesys_platform.resources.lake import LakeZone, Spool
+from totesys_platform.resources.lake import LakeZone
+from totesys_platform.resources.spool import Spool
 from totesys_platform.source.generator import generate
 
 

@@ -18,7 +18,7 @@ from totesys_platform.automation import (
 from totesys_platform.processed.assets import build_processed_assets
 from totesys_platform.raw.assets import build_raw_assets
 from totesys_platform.reports.assets import build_report_assets
-from totesys_platform.resources.io_managers import LakeIOManager
+from totesys_platform.resources.io_managers import lake_io_manager
 from totesys_platform.resources.lake import LakeZone
 from totesys_platform.resources.postgres import PostgresResource
 from totesys_platform.settings import Settings, load_settings
@@ -65,8 +65,8 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "warehouse_db": database_resource(settings, "warehouse"),
         "ingestion_zone": ingestion,
         "processed_zone": processed,
-        "raw_io_manager": LakeIOManager(zone=ingestion),
-        "processed_io_manager": LakeIOManager(zone=processed),
+        "raw_io_manager": lake_io_manager("ingestion_zone"),
+        "processed_io_manager": lake_io_manager("processed_zone"),
         "reports_zone": LakeZone(url=settings.reports_url, zone_name="reports"),
         "warehouse": WarehouseConfig(schema_name=settings.warehouse_schema),
     }

@@ -254,7 +254,7 @@ def lake_table(zone_url: str, name: str):
 
 def append_rows(table, frame) -> None:
     """Commit extra rows to a lake table (tests that need a repeated or broken row in a zone)."""
-    from totesys_platform.resources.lake import Spool
+    from totesys_platform.resources.spool import Spool
 
     with Spool() as spool:
         spool.add(frame)

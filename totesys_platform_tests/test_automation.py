@@ -12,7 +12,7 @@ import pytest
 from totesys_platform.automation import totesys_failure_email_sensor
 from totesys_platform.cli import LOCAL_INSTANCE_YAML
 from totesys_platform.definitions import build_definitions
-from totesys_platform.reports.views import REPORTS
+from totesys_platform.reports.specs import REPORTS
 from totesys_platform.resources.alerts import AlertSettings
 from totesys_platform.source.simulator import Simulator
 from totesys_platform_tests.conftest import check_evaluation, free_port, make_settings, run_graph, wait_for_mail

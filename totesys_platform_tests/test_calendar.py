@@ -10,7 +10,8 @@ from totesys_platform.catalog import WAREHOUSE_TABLES_BY_NAME
 from totesys_platform.processed.assets import FACT_TABLES
 from totesys_platform.processed.build import process_calendar
 from totesys_platform.resources.io_managers import LakeTable
-from totesys_platform.resources.lake import LakeZone, Spool
+from totesys_platform.resources.lake import LakeZone
+from totesys_platform.resources.spool import Spool
 
 DIM_DATE = WAREHOUSE_TABLES_BY_NAME["dim_date"]
 

@@ -11,7 +11,7 @@ import pytest
 
 from totesys_platform.catalog import SOURCE_TABLES, WAREHOUSE_TABLES
 from totesys_platform.definitions import build_definitions
-from totesys_platform.reports.views import REPORTS
+from totesys_platform.reports.specs import REPORTS
 from totesys_platform.settings import load_settings
 from totesys_platform_tests.conftest import REPO, free_port, stop_process_group
 

@@ -54,7 +54,7 @@ def test_an_old_layout_zone_is_refused_with_a_clear_message(tmp_path):
 def test_a_merged_table_is_compacted_and_keeps_what_it_consumed(tmp_path):
     import pyarrow as pa
 
-    from totesys_platform.resources.lake import COMPACT_AFTER_FILES, CONSUMED_KEY
+    from totesys_platform.resources.delta_settings import COMPACT_AFTER_FILES, CONSUMED_KEY
 
     zone = LakeZone(url=str(tmp_path / "processed"))
     for version in range(COMPACT_AFTER_FILES + 4):  # new members only: every merge adds a file

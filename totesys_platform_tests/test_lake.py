@@ -9,8 +9,12 @@ import pyarrow as pa
 import pytest
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 
+import totesys_platform.resources.delta_settings as delta_settings
 import totesys_platform.resources.lake as lake
-from totesys_platform.resources.lake import CONSUMED_KEY, LakeZone, Spool
+import totesys_platform.resources.run_tables as run_tables
+from totesys_platform.resources.delta_settings import CONSUMED_KEY
+from totesys_platform.resources.lake import LakeZone
+from totesys_platform.resources.spool import Spool
 
 
 def zone_in_run(url: str, run_id: str | None) -> LakeZone:
@@ -68,15 +72,22 @@ def test_a_run_loads_each_table_once_and_a_writer_still_sees_other_runs_commits(
 
 
 @pytest.mark.unit
-def test_a_long_lived_process_keeps_the_tables_of_its_last_few_runs_only(tmp_path):
+def test_what_a_run_has_in_hand_is_its_own_and_is_let_go_when_the_run_ends(tmp_path, monkeypatch):
+    monkeypatch.setattr(lake, "DeltaTable", CountingTable)
     url = str(tmp_path / "processed")
     append(zone_in_run(url, None), "fact", [1], consumed=1)
-    runs = [f"run-{i}" for i in range(lake.KEEP_RUNS + 3)]
-    for run in runs:
-        assert zone_in_run(url, run).version("fact") == 0
-    in_hand = {run for run, _ in lake._LOADED}
-    assert set(runs[-lake.KEEP_RUNS :]) <= in_hand
-    assert not in_hand & set(runs[: -lake.KEEP_RUNS])
+    first = zone_in_run(url, "run-1")
+    CountingTable.loads = 0
+    assert first.version("fact") == 0 and first.derived(("keys", 0), lambda: [1]) == [1]
+    assert first.derived(("keys", 0), lambda: [2]) == [1]  # derived once per run
+    second = zone_in_run(url, "run-2")  # a later run in the same process loads for itself
+    assert second.version("fact") == 0 and second.derived(("keys", 0), lambda: [2]) == [2]
+    assert CountingTable.loads == 2
+    first.teardown_after_execution(SimpleNamespace(run_id="run-1"))  # type: ignore[arg-type]
+    assert not first._tables.loaded  # the run's tables are let go with its resources
+    # Outside a run nothing derived is kept: every use computes afresh.
+    outside = zone_in_run(url, None)
+    assert outside.derived("k", lambda: 1) == 1 and outside.derived("k", lambda: 2) == 2
 
 
 @pytest.mark.unit
@@ -164,10 +175,10 @@ def test_an_append_only_table_is_compacted_without_changing_any_object_or_what_r
 @pytest.mark.unit
 def test_an_upsert_names_its_keys_so_delta_prunes_files_and_upserts_the_same(tmp_path, monkeypatch):
     frame = pl.DataFrame({"k": [3, 1, 2, 2, None], "v": ["c", "a", "b", "b", "n"]})
-    assert lake._key_filter(frame, "k") == " AND t.k IN (1, 2, 3)"
-    monkeypatch.setattr(lake, "MERGE_KEY_LITERALS", 2)
-    assert lake._key_filter(frame, "k") == " AND t.k BETWEEN 1 AND 3"
-    assert lake._key_filter(pl.DataFrame({"k": ["x"], "v": ["y"]}), "k") == ""  # only integer keys
+    assert delta_settings.key_filter(frame, "k") == " AND t.k IN (1, 2, 3)"
+    monkeypatch.setattr(delta_settings, "MERGE_KEY_LITERALS", 2)
+    assert delta_settings.key_filter(frame, "k") == " AND t.k BETWEEN 1 AND 3"
+    assert delta_settings.key_filter(pl.DataFrame({"k": ["x"], "v": ["y"]}), "k") == ""  # only integer keys
 
     # Either form upserts exactly as a plain key join would: matched keys updated, others inserted, the
     # keys outside the filter untouched, with many files in the table to prune.
@@ -175,8 +186,8 @@ def test_an_upsert_names_its_keys_so_delta_prunes_files_and_upserts_the_same(tmp
     for first in range(0, 40, 10):
         new = pl.DataFrame({"k": list(range(first, first + 10)), "v": ["old"] * 10})
         zone.merge("dim", new, "k", {CONSUMED_KEY: {"raw": first}})
-    for limit in (lake.MERGE_KEY_LITERALS, 5000):
-        monkeypatch.setattr(lake, "MERGE_KEY_LITERALS", limit)
+    for limit in (delta_settings.MERGE_KEY_LITERALS, 5000):
+        monkeypatch.setattr(delta_settings, "MERGE_KEY_LITERALS", limit)
         change = pl.DataFrame({"k": [5, 25, 100 + limit], "v": [f"new {limit}"] * 3})
         zone.merge("dim", change, "k", {CONSUMED_KEY: {"raw": 100 + limit}})
         # Up to MERGE_KEY_LITERALS keys, the rows are replaced by a predicate overwrite; past it, a merge.
@@ -193,6 +204,7 @@ def test_an_upsert_names_its_keys_so_delta_prunes_files_and_upserts_the_same(tmp
 @pytest.mark.unit
 def test_a_preloaded_table_is_as_fresh_at_its_first_use_as_one_loaded_then(tmp_path, monkeypatch):
     monkeypatch.setattr(lake, "DeltaTable", CountingTable)
+    monkeypatch.setattr(run_tables, "DeltaTable", CountingTable)
     url = str(tmp_path / "processed")
     append(zone_in_run(url, None), "fact", [1], consumed=1)
     (tmp_path / "processed" / "broken" / "_delta_log").mkdir(parents=True)
@@ -200,8 +212,7 @@ def test_a_preloaded_table_is_as_fresh_at_its_first_use_as_one_loaded_then(tmp_p
     first, second = zone_in_run(url, "run-1"), zone_in_run(url, "run-2")
     CountingTable.loads = 0
     first.preload(["fact", "missing", "broken"])
-    for pending in list(lake._PRELOADING.values()):
-        pending.exception()  # the loads are done (or failed) before the other run commits
+    first._tables.wait_for_preloads()  # the loads are done (or failed) before the other run commits
     assert CountingTable.loads == 3
     assert append(second, "fact", [2], consumed=2) == 1  # another run commits after the preload
 
@@ -216,8 +227,9 @@ def test_a_preloaded_table_is_as_fresh_at_its_first_use_as_one_loaded_then(tmp_p
     with pytest.raises(lake.ZoneDataError, match="broken"):
         first.table("broken")
     # Outside a run nothing is preloaded (every use loads the newest version anyway).
-    zone_in_run(url, None).preload(["fact"])
-    assert not [key for key in lake._PRELOADING if key[0] is None]
+    outside = zone_in_run(url, None)
+    outside.preload(["fact"])
+    assert not outside._tables.is_preloading(outside.uri("fact"))
 
 
 @pytest.mark.unit

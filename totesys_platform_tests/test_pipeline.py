@@ -300,7 +300,8 @@ def test_an_earlier_load_log_gains_its_new_column_or_the_role_is_told_what_to_ru
 
 @pytest.mark.slow
 def test_a_warehouse_emptied_by_hand_is_rebuilt_by_the_next_run(platform):
-    from totesys_platform.reports.views import REPORTS_BY_NAME, read_report
+    from totesys_platform.reports.specs import REPORTS_BY_NAME
+    from totesys_platform.reports.summaries import read_report
 
     assert run_graph(platform).success
     with psycopg.connect(platform.warehouse_url) as conn:

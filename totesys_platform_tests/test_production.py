@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from totesys_platform.catalog import WAREHOUSE_TABLES
-from totesys_platform.reports.views import REPORTS
+from totesys_platform.reports.specs import REPORTS
 from totesys_platform.settings import load_settings
 from totesys_platform_tests.conftest import REPO, make_settings, run_graph
 from totesys_platform_tests.test_pipeline import warehouse_rows

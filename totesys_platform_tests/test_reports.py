@@ -10,7 +10,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from totesys_platform.reports.views import REPORTS_BY_NAME, read_report
+from totesys_platform.reports.specs import REPORTS_BY_NAME
+from totesys_platform.reports.summaries import read_report
 from totesys_platform.source.simulator import Simulator
 from totesys_platform_tests.conftest import run_graph
 
@@ -193,7 +194,7 @@ def summary_and_expected(conn) -> tuple[list, list]:
 
 
 def test_summaries_follow_new_versions_late_arrivals_rebuilt_facts_and_new_layouts(new_database):
-    from totesys_platform.reports.views import LEGACY_TABLES, ensure_report_views, refresh_summaries
+    from totesys_platform.reports.summaries import LEGACY_TABLES, ensure_report_views, refresh_summaries
     from totesys_platform.warehouse.load import ensure_warehouse
 
     with psycopg.connect(new_database("wh")) as conn:

@@ -31,8 +31,10 @@ from totesys_platform.processed.star import (
     dim_date,
     latest_versions,
 )
+from totesys_platform.resources.delta_settings import CONSUMED_KEY
 from totesys_platform.resources.io_managers import LakeTable, TableAppend, TableMerge
-from totesys_platform.resources.lake import CONSUMED_KEY, LakeZone, Spool
+from totesys_platform.resources.lake import LakeZone
+from totesys_platform.resources.spool import Spool
 
 VERSION = "_commit_version"
 T = TypeVar("T")
@@ -86,31 +88,23 @@ class Outcome:
     quarantined: list[pl.DataFrame] = field(default_factory=list)
 
 
-# The keys of a dimension's version, by (run id, URI, version), for the facts of a run (see dimension_keys).
-_DIMENSION_KEYS: dict[tuple[str | None, str, int], pl.Series] = {}
-
-
 def dimension_keys(dimensions: list[LakeTable]) -> dict[str, pl.Series]:
     """Keys of the small dimensions a fact references, for the missing-dimension quarantine rule."""
     keys = {}
     for handle in dimensions:
         version = handle.version()
-        if version is None:
-            continue
-        # A version's keys never change: the facts of a run that look up the same dimension read them once.
-        cache_key = (handle.zone.run_id, handle.uri, version)
-        cached = _DIMENSION_KEYS.get(cache_key) if handle.zone.run_id is not None else None
-        if cached is None:
-            key = WAREHOUSE_TABLES_BY_NAME[handle.name].key
-            try:
-                cached = handle.scan().select(key).collect()[key]  # type: ignore[union-attr]
-            except (pl.exceptions.PolarsError, OSError) as err:
-                raise handle.zone.data_error(handle.name, err) from err
-            if len(_DIMENSION_KEYS) >= 64:
-                _DIMENSION_KEYS.clear()
-            _DIMENSION_KEYS[cache_key] = cached
-        keys[handle.name] = cached
+        if version is not None:
+            # A version's keys never change: the facts of a run that look up the same dimension read them once.
+            keys[handle.name] = handle.zone.derived(("dimension keys", handle.uri, version), lambda h=handle: _keys(h))
     return keys
+
+
+def _keys(handle: LakeTable) -> pl.Series:
+    key = WAREHOUSE_TABLES_BY_NAME[handle.name].key
+    try:
+        return handle.scan().select(key).collect()[key]  # type: ignore[union-attr]
+    except (pl.exceptions.PolarsError, OSError) as err:
+        raise handle.zone.data_error(handle.name, err) from err
 
 
 def no_dimension_keys(dimensions: list[LakeTable]) -> dict[str, pl.Series]:

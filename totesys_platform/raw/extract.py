@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from totesys_platform.catalog import SourceTable
-from totesys_platform.resources.lake import LakeZone, Spool, ZoneDataError
+from totesys_platform.resources.lake import LakeZone, ZoneDataError
+from totesys_platform.resources.spool import Spool
 
 STAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 

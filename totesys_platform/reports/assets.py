@@ -4,17 +4,9 @@ import datetime as dt
 
 import dagster as dg
 
-from totesys_platform.reports.views import (
-    REPORTS,
-    Report,
-    dashboard_html,
-    ensure_report_views,
-    headline,
-    markdown_summary,
-    read_report,
-    refresh_summaries,
-    reports_schema,
-)
+from totesys_platform.reports.dashboard import dashboard_html, headline, markdown_summary
+from totesys_platform.reports.specs import REPORTS, Report, reports_schema
+from totesys_platform.reports.summaries import ensure_report_views, read_report, refresh_summaries
 from totesys_platform.resources.lake import LakeZone
 from totesys_platform.resources.postgres import PostgresResource
 from totesys_platform.warehouse.assets import WarehouseConfig, warehouse_key

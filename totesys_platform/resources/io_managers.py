@@ -19,7 +19,8 @@ import dagster as dg
 import polars as pl
 
 from totesys_platform.catalog import SOURCE_TABLES_BY_NAME, WAREHOUSE_TABLES_BY_NAME
-from totesys_platform.resources.lake import Commit, LakeZone, Spool, restore_types
+from totesys_platform.resources.lake import Commit, LakeZone
+from totesys_platform.resources.spool import Spool, restore_types
 
 
 def catalog_schema(name: str) -> pl.Schema | None:
@@ -85,10 +86,11 @@ class TableMerge:
     commit: Commit | None = field(default=None, init=False)
 
 
-class LakeIOManager(dg.ConfigurableIOManager):
+class LakeIOManager(dg.IOManager):
     """Stores an asset as a Delta table `<zone>/<asset name>`, local or on S3; loads it lazily."""
 
-    zone: LakeZone
+    def __init__(self, zone: LakeZone) -> None:
+        self.zone = zone
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
         name = context.asset_key.path[-1]
@@ -138,3 +140,17 @@ class LakeIOManager(dg.ConfigurableIOManager):
                 allow_retries=False,
             )
         return frame.collect() if wanted is pl.DataFrame else frame
+
+
+def lake_io_manager(zone_key: str) -> dg.IOManagerDefinition:
+    """The IO manager of the zone resource `zone_key`: the very resource the run's assets use, so that what
+    the run has in hand of a table (see RunTables) is loaded once, whether an asset or the manager reads it."""
+
+    @dg.io_manager(
+        required_resource_keys={zone_key},
+        description=f"Stores and loads assets as Delta tables of the {zone_key} resource",
+    )
+    def manager(context: dg.InitResourceContext) -> LakeIOManager:
+        return LakeIOManager(getattr(context.resources, zone_key))
+
+    return manager

@@ -16,13 +16,11 @@ writer's lock) is looked up afresh; see `LakeZone.table`.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import dagster as dg
 import fsspec
@@ -33,140 +31,25 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
 from pydantic import PrivateAttr
 
+from totesys_platform.resources.delta_settings import (
+    APPEND_ONLY_CONFIGURATION,
+    CHANGE_CHUNK_ROWS,
+    COMPACT_AFTER_FILES,
+    COMPACT_APPEND_ONLY_AFTER_FILES,
+    COMPACT_MERGED_TARGET_BYTES,
+    COMPACT_TARGET_BYTES,
+    DELTA_COMMIT_INFO,
+    TABLE_CONFIGURATION,
+    as_text,
+    consumed_versions,
+    key_filter,
+    replaceable_keys,
+)
+from totesys_platform.resources.run_tables import RunTables
+from totesys_platform.resources.spool import CountingReader, delta_safe, restore_types
 from totesys_platform.settings import s3_storage_options
 
-# A checkpoint every 5 commits (and one when the table is created): a table load reads a checkpoint plus
-# at most 4 commit files, so the per-run cost saws up and down by at most that much, from the first run on.
-CHECKPOINT_INTERVAL = 5
-TABLE_CONFIGURATION = {
-    "delta.enableChangeDataFeed": "true",
-    "delta.checkpointInterval": str(CHECKPOINT_INTERVAL),
-    # No expired-log clean-up after a commit: it lists the table's whole log (every commit file, not only
-    # those after the checkpoint), a cost that grows with the table's age. Readers never look before the
-    # last checkpoint, so the kept commit files cost storage only.
-    "delta.enableExpiredLogCleanup": "false",
-    # Files a compaction replaced are listed in each checkpoint (as removed) for this long. Nothing here
-    # ever deletes a file (no VACUUM), so this decides only the checkpoints' size: a day of compactions.
-    "delta.deletedFileRetentionDuration": "interval 1 days",
-}
-# The ingestion zone and the facts only ever grow: Delta refuses any delete or overwrite on them, and the
-# log is kept whole, so a bucket policy can deny every delete.
-APPEND_ONLY_CONFIGURATION = {"delta.appendOnly": "true"}
-# What Delta itself records in a commit's information, as opposed to the writer's custom metadata.
-DELTA_COMMIT_INFO = frozenset(
-    {
-        "timestamp", "operation", "operationParameters", "operationMetrics", "engineInfo", "clientVersion",
-        "version", "readVersion", "isolationLevel", "isBlindAppend", "userMetadata", "txnId",
-    }
-)  # fmt: skip
-CONSUMED_KEY = "totesys.consumed"  # commit metadata: {input table: last version consumed}
-# A merged table (a dimension) gains files with every merge; past this many small files they are compacted,
-# so reading it costs what its rows cost, not what its history of merges cost. Only files under
-# COMPACT_MERGED_TARGET_BYTES are compacted, into files of at most that size: a big file (a big dimension's
-# first write) is never rewritten by compaction, only by a merge updating one of its rows (copy-on-write).
-COMPACT_AFTER_FILES = 8
-COMPACT_MERGED_TARGET_BYTES = 8 * 2**20
-# An upsert names the keys it touches, up to this many, as literals (a predicate overwrite of those keys'
-# rows): Delta then skips every file whose key statistics exclude them, instead of joining the new rows
-# with every file (a tenth of a second on a million-row dimension, whatever the number of changed rows).
-# More keys: a merge that names their range.
-MERGE_KEY_LITERALS = 5000
-# An append-only table (ingestion, facts, quarantine) gains a file with every commit, and every checkpoint
-# lists every file: past this many files its small files are compacted (OPTIMIZE: new files, dataChange
-# false, so no reader of the change feed sees them twice), which keeps its checkpoint, and the cost of
-# loading it, in proportion to its rows rather than to the number of runs that wrote it. The files it
-# replaces are only marked removed in the log: no object is ever rewritten or deleted, and older versions
-# stay readable. A compacted file is at most COMPACT_TARGET_BYTES, which bounds what the dedup read opens.
-COMPACT_APPEND_ONLY_AFTER_FILES = 200
-COMPACT_TARGET_BYTES = 32 * 2**20
-# Rows of a change feed handed to a reader at a time (see LakeZone.changes).
-CHANGE_CHUNK_ROWS = 200_000
-
-
-# Tables loaded by a run, by (run id, URI), shared by the zone resources and the IO managers (which Dagster
-# gives separate instances). A run loads a table once; its own commits keep the snapshot current, and a
-# writer looks again (update_incremental: a LIST after the version in hand) only under its lock, where it
-# reads what it consumed last. Outside a run (run id None) every use looks again.
-_LOADED: dict[tuple[str | None, str], DeltaTable] = {}
-# The custom metadata of a commit, by (URI, version): a version never changes once committed.
-_COMMIT_METADATA: dict[tuple[str, int], dict[str, Any]] = {}
-# (run id, URI) of tables a run found missing (until it creates them), and (run id, zone URL) whose
-# reachability it checked: each looked up once per run.
-_MISSING: set[tuple[str | None, str]] = set()
-_REACHABLE: set[tuple[str | None, str]] = set()
-# Tables a run will use, being loaded ahead in threads (see LakeZone.preload), by (run id, URI).
-_PRELOADING: dict[tuple[str | None, str], Future] = {}
-PRELOAD_THREADS = 4
-_preload_pool: ThreadPoolExecutor | None = None
-
-
-# A process that runs many runs (tests, a notebook running jobs in process) keeps the tables of the last
-# few only; a run process under `dagster dev` or ECS runs one.
-KEEP_RUNS = 4
-_RUNS: list[str] = []
-
-
-def _remember_run(run_id: str) -> None:
-    if run_id in _RUNS:
-        return
-    _RUNS.append(run_id)
-    for old in _RUNS[:-KEEP_RUNS]:
-        for key in [k for k in _LOADED if k[0] == old]:
-            del _LOADED[key]
-        for keys in (_MISSING, _REACHABLE):
-            keys.difference_update({k for k in keys if k[0] == old})
-        for key in [k for k in _PRELOADING if k[0] == old]:
-            _PRELOADING.pop(key).cancel()
-    del _RUNS[:-KEEP_RUNS]
-    if len(_COMMIT_METADATA) > 4096:
-        _COMMIT_METADATA.clear()
-
-
-def _key_filter(frame: pl.DataFrame, key: str) -> str:
-    """` AND t.<key> IN (...)` (or BETWEEN) for an integer key: the merge's file pruning by statistics.
-    The values are the integers of the frame itself, formatted as integers."""
-    if not frame.schema[key].is_integer() or frame[key].null_count() == frame.height:
-        return ""
-    keys = frame[key].drop_nulls().unique().sort()
-    if keys.len() <= MERGE_KEY_LITERALS:
-        return f" AND t.{key} IN ({', '.join(str(int(k)) for k in keys)})"
-    return f" AND t.{key} BETWEEN {int(keys[0])} AND {int(keys[-1])}"
-
-
-def _replaceable_keys(frame: pl.DataFrame, key: str) -> list[int] | None:
-    """The frame's keys when an upsert of it may be a predicate overwrite: integer keys, none null or twice,
-    at most MERGE_KEY_LITERALS of them (named one by one); otherwise None (a merge)."""
-    keys = frame[key]
-    if not frame.height or not keys.dtype.is_integer() or keys.null_count() or keys.n_unique() != frame.height:
-        return None
-    return [int(k) for k in keys.sort()] if frame.height <= MERGE_KEY_LITERALS else None
-
-
-def forget_loaded_tables() -> None:
-    """Drop every table, commit and check this process has in hand: as a new run process starts."""
-    for pending in _PRELOADING.values():
-        pending.cancel()
-    for cache in (_LOADED, _COMMIT_METADATA, _MISSING, _REACHABLE, _RUNS, _PRELOADING):
-        cache.clear()
-
-
-def _load_ahead(uri: str, storage_options: dict[str, str]) -> tuple[DeltaTable, dict[str, Any]]:
-    """A table and its newest commit's metadata, loaded in a preload thread."""
-    table = DeltaTable(uri, storage_options=storage_options)
-    history = table.history(1)
-    return table, history[0] if history else {}
-
-
-def _adopt(key: tuple[str | None, str], pending: Future) -> DeltaTable | None:
-    """The table a preload thread loaded, now the run's (None if it failed: the caller loads it the usual
-    way, which says what is wrong)."""
-    try:
-        table, commit = pending.result()
-    except Exception:  # noqa: BLE001 - reported by the regular load
-        return None
-    _LOADED[key] = table
-    _COMMIT_METADATA[(key[1], table.version())] = commit
-    return table
+T = TypeVar("T")
 
 
 class ZoneUnavailableError(RuntimeError):
@@ -189,82 +72,28 @@ class Commit:
     rows: int
 
 
-def delta_safe(frame: pl.DataFrame) -> pl.DataFrame:
-    """Delta Lake has no time type: times are stored as microseconds since midnight (Int64)."""
-    times = [name for name, dtype in frame.schema.items() if dtype == pl.Time]
-    return frame.with_columns(pl.col(times).cast(pl.Int64) // 1000) if times else frame
-
-
-def restore_types(frame: pl.DataFrame | pl.LazyFrame, schema: pl.Schema) -> pl.DataFrame | pl.LazyFrame:
-    """Undo delta_safe for the columns the catalog types as time."""
-    if not any(dtype == pl.Time for dtype in schema.values()):
-        return frame  # nothing to undo: no need to resolve a lazy frame's schema (a read of the log)
-    present = frame.collect_schema()
-    times = [name for name, dtype in schema.items() if dtype == pl.Time and present.get(name) == pl.Int64]
-    return frame.with_columns((pl.col(times) * 1000).cast(pl.Time)) if times else frame
-
-
-class Spool:
-    """Chunks written to a local Arrow IPC file one at a time, then read back as one Arrow stream.
-
-    A table is committed only after every chunk has been produced and checked (a rejected batch writes
-    nothing) and with metadata that describes them (the watermark); memory stays one chunk. The file is
-    written and read once, locally: Arrow's own format costs a copy each way, no encoding."""
-
-    def __init__(self) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="totesys-spool-")
-        self.path = os.path.join(self._dir.name, "spool.arrow")
-        self._writer: pa.ipc.RecordBatchFileWriter | None = None
-        self._schema: pa.Schema | None = None
-        self._closed = False
-        self.rows = 0
-
-    def add(self, frame: pl.DataFrame) -> None:
-        table = delta_safe(frame).to_arrow()
-        if self._writer is None:
-            self._schema = table.schema
-            self._writer = pa.ipc.new_file(self.path, table.schema)
-        if frame.height:
-            self._writer.write_table(table.cast(self._schema))
-            self.rows += frame.height
-
-    def reader(self) -> pa.RecordBatchReader | None:
-        if self._writer is None or not self.rows:
-            return None
-        if not self._closed:
-            self._writer.close()
-            self._closed = True
-        handle = pa.ipc.open_file(pa.OSFile(self.path, "rb"))
-        return pa.RecordBatchReader.from_batches(
-            handle.schema, (handle.get_batch(i) for i in range(handle.num_record_batches))
-        )
-
-    def close(self) -> None:
-        self._dir.cleanup()
-
-    def __enter__(self) -> Spool:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
 class LakeZone(dg.ConfigurableResource):
     """One zone of the lake; `url` is a local folder or s3://bucket[/prefix]; one Delta table per name."""
 
     url: str
     zone_name: str = "lake"
-    _run_id: str | None = PrivateAttr(default=None)
+    _tables: RunTables = PrivateAttr(default_factory=lambda: RunTables(None))
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._run_id = context.run_id
-        if self._run_id is not None:
-            _remember_run(self._run_id)
+        self._tables = RunTables(context.run_id)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self._tables.close()
 
     @property
     def run_id(self) -> str | None:
         """The run this zone serves (None outside a run)."""
-        return self._run_id
+        return self._tables.run_id
+
+    def derived(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """A value derived from this zone's tables, computed once per run (every time outside a run); `key`
+        names what it depends on, such as a table version, which never changes once committed."""
+        return self._tables.derived(key, compute)
 
     @property
     def is_local(self) -> bool:
@@ -284,10 +113,10 @@ class LakeZone(dg.ConfigurableResource):
     def check_reachable(self) -> None:
         """Fail with a clear message if the bucket is missing, or the local folder cannot be made or written
         (checked once per run)."""
-        if self._run_id is not None and (self._run_id, self.url) in _REACHABLE:
+        if self._tables.in_run and self._tables.reachable:
             return
         self._check_reachable()
-        _REACHABLE.add((self._run_id, self.url))
+        self._tables.reachable = True
 
     def _check_reachable(self) -> None:
         fs, root = self._fs()
@@ -319,47 +148,37 @@ class LakeZone(dg.ConfigurableResource):
 
         Within a run: its newest version when the run first uses it, kept current by the run's own commits;
         `refresh` looks for newer commits (by other runs) first. Outside a run: always its newest version."""
-        uri = self.uri(name)
-        key = (self._run_id, uri)
-        cached = _LOADED.get(key)
-        fresh = refresh or self._run_id is None
-        if cached is None and (pending := _PRELOADING.pop(key, None)) is not None:
-            cached = _adopt(key, pending)
+        uri, tables = self.uri(name), self._tables
+        cached = tables.loaded.get(uri)
+        fresh = refresh or not tables.in_run
+        if cached is None and (cached := tables.adopt_preloaded(uri)) is not None:
             fresh = True  # loaded ahead: its newest version is looked for now, at its first use
-        if cached is None and key in _MISSING and not fresh:
+        if cached is None and uri in tables.missing and not fresh:
             return None
         try:
             if cached is not None:
                 if fresh:
                     cached.update_incremental()
                 return cached
-            _LOADED[key] = DeltaTable(uri, storage_options=self.storage_options)
-            _MISSING.discard(key)
-            return _LOADED[key]
+            tables.loaded[uri] = DeltaTable(uri, storage_options=self.storage_options)
+            tables.missing.discard(uri)
+            return tables.loaded[uri]
         except TableNotFoundError:
             self._refuse_old_layout(name)
-            _MISSING.add(key)
+            tables.missing.add(uri)
             return None
         except (DeltaError, OSError) as err:
             raise self.data_error(name, err) from err
 
     def preload(self, names: Iterable[str]) -> None:
-        """Start loading tables this run is about to use, in threads, in the order given.
+        """Start loading tables this run is about to use, in threads, in the order given (see RunTables).
 
         A Delta table load is a few reads (checkpoint, then the commits after it) and costs about 5 ms locally,
         more on S3, whatever the rows; a run loads a few dozen. delta-rs loads without holding Python's lock,
         so the loads overlap each other and the run's own work. A preloaded table still looks for newer
-        commits at its first use (see `table`): it is as fresh as one loaded then."""
-        global _preload_pool
-        if self._run_id is None:
-            return
+        commits at its first use (see `table`): it is as fresh as one loaded then. Outside a run, nothing."""
         for name in names:
-            key = (self._run_id, self.uri(name))
-            if key in _LOADED or key in _PRELOADING or key in _MISSING:
-                continue
-            if _preload_pool is None:
-                _preload_pool = ThreadPoolExecutor(PRELOAD_THREADS, thread_name_prefix="totesys-delta-preload")
-            _PRELOADING[key] = _preload_pool.submit(_load_ahead, key[1], self.storage_options)
+            self._tables.preload(self.uri(name), self.storage_options)
 
     def data_error(self, name: str, err: Exception) -> ZoneDataError:
         return ZoneDataError(
@@ -392,11 +211,11 @@ class LakeZone(dg.ConfigurableResource):
         table = self.table(name, refresh=True)
         if table is None:
             return {}
-        key = (self.uri(name), table.version())
-        if key not in _COMMIT_METADATA:
+        key, known = (self.uri(name), table.version()), self._tables.commit_metadata
+        if key not in known:
             history = table.history(1)
-            _COMMIT_METADATA[key] = history[0] if history else {}
-        return _COMMIT_METADATA[key]
+            known[key] = history[0] if history else {}
+        return known[key]
 
     def consumed(self, name: str) -> dict[str, int]:
         """{input table: last version consumed} recorded by the newest commit of `name`."""
@@ -513,7 +332,7 @@ class LakeZone(dg.ConfigurableResource):
     # --- writing ------------------------------------------------------------------------------
 
     def _commit_properties(self, metadata: dict) -> CommitProperties:
-        return CommitProperties(custom_metadata=_as_text(metadata))
+        return CommitProperties(custom_metadata=as_text(metadata))
 
     def _upgrade_configuration(self, name: str, table: DeltaTable, wanted: dict[str, str]) -> None:
         """Bring a table written by an earlier release up to the table settings of this one (one commit, once).
@@ -526,7 +345,7 @@ class LakeZone(dg.ConfigurableResource):
             return
         carried = {k: v for k, v in self.last_commit(name).items() if k not in DELTA_COMMIT_INFO}
         table.alter.set_table_properties(missing, commit_properties=self._commit_properties(carried))
-        _COMMIT_METADATA[(self.uri(name), table.version())] = _as_text(carried)
+        self._tables.commit_metadata[(self.uri(name), table.version())] = as_text(carried)
 
     def _compact(self, table: DeltaTable, metadata: dict, *, more_than: int, target: int) -> None:
         """Compact the table's files smaller than `target` once it has more than `more_than` of them (files
@@ -543,7 +362,7 @@ class LakeZone(dg.ConfigurableResource):
         assert table is not None
         if created:
             table.create_checkpoint()
-        _COMMIT_METADATA[(self.uri(name), table.version())] = _as_text(metadata)
+        self._tables.commit_metadata[(self.uri(name), table.version())] = as_text(metadata)
         return Commit(table.version(), rows)
 
     def append(
@@ -570,7 +389,7 @@ class LakeZone(dg.ConfigurableResource):
             else:
                 return Commit(None, 0)
             data = pa.RecordBatchReader.from_batches(schema, iter([]))
-        counted = _Counting(data)
+        counted = CountingReader(data)
         configuration = {**TABLE_CONFIGURATION, **(APPEND_ONLY_CONFIGURATION if append_only else {})}
         if stats_columns:
             # File statistics only for the columns readers prune on: every file's entry in the log (and in
@@ -609,7 +428,7 @@ class LakeZone(dg.ConfigurableResource):
             )
             return self._committed(name, metadata, frame.height, created=True)
         self._upgrade_configuration(name, table, TABLE_CONFIGURATION)
-        keys = _replaceable_keys(frame, key)
+        keys = replaceable_keys(frame, key)
         if keys is not None:
             # A few keys: their rows are replaced in one commit (a predicate overwrite: the files holding them
             # are rewritten without them, the new rows added). Same result as the merge below at about 60% of
@@ -628,7 +447,7 @@ class LakeZone(dg.ConfigurableResource):
         (
             table.merge(
                 data,
-                predicate=f"t.{key} = s.{key}{_key_filter(frame, key)}",
+                predicate=f"t.{key} = s.{key}{key_filter(frame, key)}",
                 source_alias="s",
                 target_alias="t",
                 commit_properties=self._commit_properties(metadata),
@@ -652,27 +471,3 @@ class LakeZone(dg.ConfigurableResource):
         else:
             fs.pipe_file(target, data)
         return f"{self.url.rstrip('/')}/{key}"
-
-
-def consumed_versions(commit_metadata: dict) -> dict[str, int]:
-    """{input table: last version consumed} from a commit's metadata (see LakeZone.last_commit)."""
-    return json.loads(commit_metadata.get(CONSUMED_KEY, "{}"))
-
-
-def _as_text(metadata: dict) -> dict[str, str]:
-    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
-
-
-class _Counting:
-    """Counts the rows of an Arrow stream as the writer consumes it."""
-
-    def __init__(self, data: pa.RecordBatchReader) -> None:
-        self.data, self.rows = data, 0
-
-    def reader(self) -> pa.RecordBatchReader:
-        def batches() -> Iterator[pa.RecordBatch]:
-            for batch in self.data:
-                self.rows += batch.num_rows
-                yield batch
-
-        return pa.RecordBatchReader.from_batches(self.data.schema, batches())
