@@ -155,6 +155,30 @@ def materialize_all(settings: Settings, selection: str = "*", verbose: bool = Fa
         )
 
 
+def cmd_reconcile(args, settings: Settings) -> int:
+    """The reconciliation job, in this process, recorded in the local Dagster instance (seen in the UI):
+    exit 0 when it ran, whatever it found; 1, with the error, when it could not run."""
+    import dagster as dg
+
+    from totesys_platform.definitions import build_definitions
+    from totesys_platform.raw.reconcile_check import RECONCILE_JOB
+
+    job = build_definitions(settings).resolve_job_def(RECONCILE_JOB)
+    _progress("comparing every source table with the ingestion zone (segment checksums)")
+    with dg.DagsterInstance.from_config(str(ensure_dagster_home(settings))) as instance:
+        result = job.execute_in_process(instance=instance, raise_on_error=False)
+    evaluations = result.get_asset_check_evaluations()
+    for evaluation in sorted(evaluations, key=lambda e: e.asset_key.path[-1]):
+        _progress(f"  {evaluation.description}")
+    if not result.success:
+        failure = next((e for e in result.all_events if e.is_step_failure), None)
+        error = failure.event_specific_data.error.message.strip() if failure else "the run failed"
+        print(f"totesys: error: reconciliation could not run: {error}", file=sys.stderr)
+        return 1
+    _progress(f"done (run {result.run_id}); findings are recorded and carried to the warehouse by the next runs")
+    return 0
+
+
 def cmd_demo(args, settings: Settings) -> int:
     """Embedded database + generated source + the whole graph, then where to look."""
     started = time.perf_counter()
@@ -231,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--verbose", action="store_true", help="show Dagster's event log on the terminal too")
     materialize = sub.add_parser("materialize", help="materialise every asset (the contract command)")
     materialize.add_argument("--verbose", action="store_true", help="show Dagster's event log on the terminal too")
+    sub.add_parser("reconcile", help="find deletes, quiet updates and late rows the cursor cannot see")
     sub.add_parser("settings", help="print the settings (secrets redacted)")
     stack = sub.add_parser("stack-settings", help="print `export` lines of the settings a deployed stack outputs")
     stack.add_argument("stack_name", help="the CloudFormation stack, e.g. TotesysPlatform-prod")
@@ -249,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "materialize":
             return materialize_all(settings, verbose=args.verbose)
-        return {"db": cmd_db, "source": cmd_source, "demo": cmd_demo}[args.command](args, settings)
+        commands = {"db": cmd_db, "source": cmd_source, "demo": cmd_demo, "reconcile": cmd_reconcile}
+        return commands[args.command](args, settings)
     except (SettingsError, psycopg.OperationalError, RuntimeError, FileNotFoundError) as err:
         print(f"totesys: error: {err}", file=sys.stderr)
         return 2

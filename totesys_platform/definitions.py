@@ -17,12 +17,13 @@ from totesys_platform.automation import (
 )
 from totesys_platform.processed.assets import build_processed_assets
 from totesys_platform.raw.assets import build_raw_assets
+from totesys_platform.raw.reconcile_check import RECONCILE_JOB, build_reconciliation_check
 from totesys_platform.reports.assets import build_report_assets
 from totesys_platform.resources.io_managers import lake_io_manager
 from totesys_platform.resources.lake import LakeZone
 from totesys_platform.resources.postgres import PostgresResource
 from totesys_platform.settings import Settings, load_settings
-from totesys_platform.warehouse.assets import WarehouseConfig, build_warehouse_assets
+from totesys_platform.warehouse.assets import WarehouseConfig, build_source_deletions_asset, build_warehouse_assets
 from totesys_platform.warehouse.checks import build_checks
 
 # Dagster's default multiprocess executor starts a Python process per step (~2 s each here, ~80 s for
@@ -78,6 +79,7 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         build_raw_assets(lookback_seconds=settings.lookback_seconds, chunk_rows=settings.extract_chunk_rows, **retry),
         *build_processed_assets(**retry),
         *build_warehouse_assets(freshness_policy=WAREHOUSE_FRESHNESS, **retry),
+        build_source_deletions_asset(freshness_policy=WAREHOUSE_FRESHNESS, **retry),
         *build_report_assets(**retry),
     ]
 
@@ -86,16 +88,22 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     pipeline = dg.define_asset_job(
         "totesys_pipeline_job", selection=dg.AssetSelection.all(), description="Every asset, raw to warehouse."
     )
+    reconcile_check = build_reconciliation_check(settings.lookback_seconds)
+    reconcile = dg.define_asset_job(
+        RECONCILE_JOB,
+        selection=dg.AssetSelection.checks(reconcile_check),
+        description="Compare the source with the ingestion zone; record deletes, quiet updates and late rows.",
+    )
     return dg.Definitions(
         assets=build_assets(settings),
-        asset_checks=build_checks(),
-        jobs=[pipeline],
+        asset_checks=[*build_checks(), reconcile_check],
+        jobs=[pipeline, reconcile],
         sensors=[
             build_change_sensor(settings.sensor_interval_seconds),
             totesys_failure_email_sensor,
             build_incident_sensor(settings.alert_interval_seconds, settings.sensor_interval_seconds),
         ],
-        schedules=build_schedules(pipeline),
+        schedules=build_schedules(pipeline, reconcile),
         resources=build_resources(settings),
         executor=EXECUTOR,
     )

@@ -17,7 +17,9 @@ from totesys_platform.resources.alerts import AlertSettings
 from totesys_platform.source.simulator import Simulator
 from totesys_platform_tests.conftest import check_evaluation, free_port, make_settings, run_graph, wait_for_mail
 
-ALL_ASSETS = 33 + len(REPORTS) + 1  # 11 raw, 11 processed, 11 warehouse, the reports and the dashboard
+ALL_ASSETS = (
+    34 + len(REPORTS) + 1
+)  # 11 raw, 11 processed, 11 warehouse and source_deletions, the reports, the dashboard
 
 
 def evaluate(defs: dg.Definitions, instance, cursor=None):
@@ -86,9 +88,14 @@ def test_warehouse_assets_carry_the_30_minute_freshness_policy_and_retries(tmp_p
             assert policy.fail_window.to_timedelta().total_seconds() == 1800
             assert policy.warn_window.to_timedelta().total_seconds() == 900
     job = defs.resolve_job_def("totesys_pipeline_job")
-    check_steps = ("_meets_the_star_schema_rules", "_reconciles_with_the_ingestion_zone")
+    check_steps = (
+        "_meets_the_star_schema_rules",
+        "_reconciles_with_the_ingestion_zone",
+        "reconcile_source_with_the_lake",
+    )
     asset_steps = [n for n in job.graph.node_defs if not n.name.endswith(check_steps)]
-    assert len(asset_steps) == 24  # one raw multi-asset, 11 processed, 11 warehouse, one reports multi-asset
+    # One raw multi-asset, 11 processed, 11 warehouse and source_deletions, one reports multi-asset.
+    assert len(asset_steps) == 25
     assert all(node.retry_policy and node.retry_policy.max_retries == 2 for node in asset_steps)
     assert {s.name for s in defs.sensors} == {
         "totesys_change_sensor",
@@ -96,6 +103,9 @@ def test_warehouse_assets_carry_the_30_minute_freshness_policy_and_retries(tmp_p
         "totesys_incident_alert_sensor",
     }
     assert defs.get_schedule_def("nightly_reconciliation_schedule").cron_schedule == "0 2 * * *"
+    # The source reconciliation runs first, so that the 02:00 run carries what it found to the warehouse.
+    reconcile = defs.get_schedule_def("nightly_source_reconciliation_schedule")
+    assert reconcile.cron_schedule == "30 1 * * *" and reconcile.job_name == "totesys_reconcile_job"
 
 
 def failed_run(platform, tmp_path):

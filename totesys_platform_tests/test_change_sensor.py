@@ -201,3 +201,6 @@ def test_a_failing_or_silent_change_sensor_is_an_incident():
     silent = sensor_health_incidents(instance, state(1000, 1000), 300, 1000 + 901, "http://ui")
     assert "has not ticked for 15 min" in silent["sensor totesys_change_sensor silent"]["what"]
     assert sensor_health_incidents(instance, state(1000, 1000, "STOPPED"), 300, 1000 + 901, "http://ui") == {}
+    # A daemon stopped during a tick leaves that tick failed: long after, the sensor is silent above all.
+    stopped_mid_tick = sensor_health_incidents(instance, state(1000, 900), 300, 1000 + 901, "http://ui")
+    assert list(stopped_mid_tick) == ["sensor totesys_change_sensor silent"]

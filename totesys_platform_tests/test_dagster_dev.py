@@ -63,7 +63,13 @@ def platform_env(settings, dagster_home: Path, **extra: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def dagster_dev(env: dict[str, str]):
-    """A real `dagster dev` (webserver and daemon) on the project's workspace, stopped with its whole group."""
+    """A real `dagster dev` (webserver and daemon) on the project's workspace, stopped with its whole group.
+
+    The instance's SQLite storage is created first, here: created by the test's own instance while `dagster
+    dev` creates it too, its schedule database can get two migration heads, and the daemon then never ticks."""
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        instance.get_runs(limit=1)
+        instance.all_instigator_state()
     server = subprocess.Popen(
         [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(free_port())],
         cwd=REPO,

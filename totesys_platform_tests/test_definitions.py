@@ -26,7 +26,7 @@ def test_definitions_load_with_the_expected_groups_and_lineage(tmp_path):
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {f"raw/{t.name}" for t in SOURCE_TABLES} | {f"processed/{t.name}" for t in WAREHOUSE_TABLES} | {
         f"warehouse/{t.name}" for t in WAREHOUSE_TABLES
-    } | {f"reports/{r.name}" for r in REPORTS} | {"reports/dashboard"}
+    } | {f"reports/{r.name}" for r in REPORTS} | {"reports/dashboard", "warehouse/source_deletions"}
     groups = {graph.get(k).group_name for k in graph.get_all_asset_keys()}
     assert groups == {"raw", "processed", "warehouse", "reports"}
     dashboard_parents = graph.get(dg.AssetKey(["reports", "dashboard"])).parent_keys
@@ -74,7 +74,7 @@ def test_dg_checks_and_lists_the_definitions_from_the_project_root(tmp_path):
         [str(BIN / "dg"), "list", "defs", "--json"], env=env, cwd=REPO, capture_output=True, text=True, check=True
     )
     defs = json.loads(listed.stdout)
-    assert len(defs["assets"]) == 33 + len(REPORTS) + 1
+    assert len(defs["assets"]) == 34 + len(REPORTS) + 1
     assert {s["name"] for s in defs["sensors"]} >= {"totesys_change_sensor"}
 
 
@@ -121,7 +121,7 @@ def test_webserver_serves_the_asset_graph_over_graphql(tmp_path, command):
             time.sleep(1)
         assert nodes, "the webserver did not serve the asset graph"
         by_key = {"/".join(n["assetKey"]["path"]): n for n in nodes}
-        assert len(by_key) == 33 + len(REPORTS) + 1
+        assert len(by_key) == 34 + len(REPORTS) + 1
         assert {"/".join(d["path"]) for d in by_key["processed/fact_payment"]["dependencyKeys"]} >= {"raw/payment"}
         assert {"/".join(d["path"]) for d in by_key["warehouse/fact_payment"]["dependencyKeys"]} >= {
             "processed/fact_payment"

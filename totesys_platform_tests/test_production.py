@@ -102,7 +102,9 @@ def test_full_pipeline_on_the_production_profile_matches_the_local_run(aws, tmp_
             "SELECT count(DISTINCT asset_key) FROM event_logs WHERE run_id = %s AND dagster_event_type = %s",
             (run_id, "ASSET_MATERIALIZATION"),
         ).fetchone()[0]
-        assert materialized == 33 + len(REPORTS) + 1  # raw, processed, warehouse, reports, dashboard
+        assert (
+            materialized == 34 + len(REPORTS) + 1
+        )  # raw, processed, warehouse and source_deletions, reports, dashboard
     # Nothing secret reached the instance database.
     with psycopg.connect(aws["instance_db"]) as conn:
         dump = "".join(str(r) for r in conn.execute("SELECT event FROM event_logs").fetchall())

@@ -103,12 +103,8 @@ def sensor_health_incidents(instance: dg.DagsterInstance, state, interval: int, 
     if not last:
         return {}
     link = f"{ui_url}/overview/automation"
-    if (getattr(data, "last_tick_success_timestamp", None) or 0) < last:
-        ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
-        error = ticks[0].error if ticks and ticks[0].error else None
-        why = error.message.strip().splitlines()[0] if error and error.message.strip() else "see its tick log"
-        return {f"sensor {state.name} failing": {"what": f"sensor {state.name}'s ticks fail: {why}", "link": link}}
     silence = now - last
+    # Silence first: a daemon stopped in the middle of a tick leaves a failed last tick behind it.
     if state.status.value in ("RUNNING", "DECLARED_IN_CODE") and silence > max(
         SILENT_INTERVALS * interval, MIN_SILENCE_SECONDS
     ):
@@ -119,6 +115,11 @@ def sensor_health_incidents(instance: dg.DagsterInstance, state, interval: int, 
                 "link": link,
             }
         }
+    if (getattr(data, "last_tick_success_timestamp", None) or 0) < last:
+        ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
+        error = ticks[0].error if ticks and ticks[0].error else None
+        why = error.message.strip().splitlines()[0] if error and error.message.strip() else "see its tick log"
+        return {f"sensor {state.name} failing": {"what": f"sensor {state.name}'s ticks fail: {why}", "link": link}}
     return {}
 
 

@@ -19,7 +19,13 @@ from totesys_platform.raw.checks import (
     readable_check_result,
     schema_check_result,
 )
-from totesys_platform.raw.extract import IngestResult, SchemaDriftError, ingest_ahead, snapshot_ingester
+from totesys_platform.raw.extract import (
+    IngestResult,
+    SchemaDriftError,
+    ingest_ahead,
+    snapshot_ingester,
+    source_snapshot,
+)
 from totesys_platform.resources.io_managers import TableAppend
 from totesys_platform.resources.lake import LakeZone
 from totesys_platform.resources.postgres import PostgresResource
@@ -32,20 +38,6 @@ class RawIngestConfig(dg.Config):
 
     lookback_seconds: int | None = None
     chunk_rows: int | None = None
-
-
-@contextlib.contextmanager
-def source_snapshot(source_db: PostgresResource):
-    """An Arrow cursor inside one read-only REPEATABLE READ transaction."""
-    with source_db.connect_arrow() as conn:
-        cursor = conn.cursor()
-        try:
-            cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            yield cursor
-        finally:
-            with contextlib.suppress(Exception):
-                cursor.execute("ROLLBACK")
-            cursor.close()
 
 
 def _raw_out(table: SourceTable) -> dg.AssetOut:

@@ -25,9 +25,14 @@ import polars as pl
 
 from totesys_platform.catalog import SourceTable
 from totesys_platform.resources.lake import LakeZone, ZoneDataError
+from totesys_platform.resources.postgres import PostgresResource
 from totesys_platform.resources.spool import Spool
 
 STAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+# Each ingested row version carries the source's own hash of its catalog columns (md5 of the row's text
+# form, computed by PostgreSQL in the SELECT): the reconciliation compares the source with the lake by these
+# hashes (see raw/reconcile.py) without re-encoding a value on either side.
+ROW_HASH = "_row_hash"
 
 
 class SourcePermissionError(RuntimeError):
@@ -75,6 +80,20 @@ class IngestResult:
             "extra_columns": self.extra_columns,
             "retyped_columns": self.retyped_columns,
         }
+
+
+@contextlib.contextmanager
+def source_snapshot(source_db: PostgresResource) -> Iterator:
+    """An Arrow cursor inside one read-only REPEATABLE READ transaction."""
+    with source_db.connect_arrow() as conn:
+        cursor = conn.cursor()
+        try:
+            cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            yield cursor
+        finally:
+            with contextlib.suppress(Exception):
+                cursor.execute("ROLLBACK")
+            cursor.close()
 
 
 def source_clock(cursor) -> dt.datetime:
@@ -146,14 +165,20 @@ def compare_columns(table: SourceTable, actual: dict[str, str]) -> tuple[list[st
     return missing, extra, retyped
 
 
+def row_hash_sql(table: SourceTable) -> str:
+    """The source's hash of a row's catalog columns, in catalog order (an SQL expression)."""
+    return "md5(ROW({})::text)".format(", ".join(f'"{c.name}"' for c in table.columns))
+
+
 def select_sql(table: SourceTable, extra: list[str], incremental: bool) -> str:
-    """SELECT of the catalog columns (cast where Arrow needs it) plus any new columns as text.
+    """SELECT of the catalog columns (cast where Arrow needs it), any new columns as text, and the row hash.
 
     Identifiers come from the catalog or from information_schema, always quoted; the cursor value
     is bound through set_config, never formatted into the statement.
     """
     parts = [f'"{c.name}"::{c.type.select_cast}' if c.type.select_cast else f'"{c.name}"' for c in table.columns]
     parts += ['"{}"::text'.format(name.replace('"', '""')) for name in extra]
+    parts.append(f'{row_hash_sql(table)} AS "{ROW_HASH}"')
     where = f" WHERE \"{table.cursor}\" > current_setting('totesys.since')::timestamp" if incremental else ""
     return f'SELECT {", ".join(parts)} FROM "{table.name}"{where}'  # noqa: S608 - catalog identifiers
 

@@ -6,8 +6,9 @@ selects only the check): one step per table, and no second connection or table l
 
 import dagster as dg
 
-from totesys_platform.catalog import WAREHOUSE_TABLES, WarehouseTable
+from totesys_platform.catalog import SOURCE_TABLES, WAREHOUSE_TABLES, WarehouseTable
 from totesys_platform.processed.assets import processed_key
+from totesys_platform.raw.checks import raw_key
 from totesys_platform.resources.io_managers import LakeTable
 from totesys_platform.resources.lake import LakeZone, OldLayoutError, ZoneDataError
 from totesys_platform.resources.postgres import PostgresResource, WarehouseConfig
@@ -16,6 +17,8 @@ from totesys_platform.warehouse.checks import (
     reconciliation_check_spec,
     warehouse_key,
 )
+from totesys_platform.warehouse.deletions import TABLE as DELETIONS_TABLE
+from totesys_platform.warehouse.deletions import load_deletions
 from totesys_platform.warehouse.load import (
     LoadResult,
     ReferentialIntegrityError,
@@ -112,3 +115,40 @@ def build_warehouse_asset(
 
 def build_warehouse_assets(**asset_kwargs) -> list[dg.AssetsDefinition]:
     return [build_warehouse_asset(t, **asset_kwargs) for t in WAREHOUSE_TABLES]
+
+
+def build_source_deletions_asset(
+    *, freshness_policy: dg.FreshnessPolicy | None = None, retry_policy: dg.RetryPolicy | None = None
+) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=warehouse_key(DELETIONS_TABLE),
+        deps=[raw_key(t.name) for t in SOURCE_TABLES],
+        group_name=WAREHOUSE_GROUP,
+        kinds={"postgres"},
+        retry_policy=retry_policy,
+        freshness_policy=freshness_policy,
+        description="Source rows found deleted by the reconciliation (table, key, last version, detection time).",
+    )
+    def source_deletions(
+        context: dg.AssetExecutionContext,
+        warehouse_db: PostgresResource,
+        warehouse: WarehouseConfig,
+        ingestion_zone: LakeZone,
+    ) -> dg.MaterializeResult:
+        schema = warehouse.schema_name
+        try:
+            with warehouse_db.connect() as conn:
+                warehouse_db.once_per_run(f"warehouse tables in {schema}", lambda c: ensure_warehouse(c, schema), conn)
+                added, rows = load_deletions(conn, ingestion_zone, schema)
+        except PERMANENT_LOAD_ERRORS as permanent:
+            raise dg.Failure(description=str(permanent), allow_retries=False) from permanent
+        context.log.info(f"{added} new source deletions loaded into {schema}.{DELETIONS_TABLE}")
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": rows,
+                "rows_written": added,
+                "dagster/table_name": f"{schema}.{DELETIONS_TABLE}",
+            }
+        )
+
+    return source_deletions

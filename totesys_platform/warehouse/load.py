@@ -2,8 +2,8 @@
 
 Each load runs in one transaction: COPY the processed table's current rows straight into an empty
 table, or else its changes since the last loaded Delta version into a temporary staging table and then
-one INSERT ... ON CONFLICT into the target (facts: append new versions only; dimensions: upsert changed
-rows); then record the loaded Delta version and the table's row count in `totesys_platform.delta_load_log`.
+one INSERT ... ON CONFLICT into the target (facts: new versions, and a version corrected at the source in
+place; dimensions: upsert changed rows); then record the loaded Delta version and the table's row count in `totesys_platform.delta_load_log`.
 A killed load leaves the warehouse as it was; the next run picks up from the log, so nothing is loaded twice.
 The row count is kept up to date from each load's inserted rows (a `count(*)` would read the whole table every
 run); the nightly rule checks compare it with the table.
@@ -154,33 +154,29 @@ STAGE_ORDER = "_load_order"
 
 
 def upsert_sql(table: WarehouseTable, schema: str, stage: str) -> sql.Composed:
-    """One INSERT from the stage: facts append new versions; dimensions upsert the last staged row per key."""
+    """One INSERT from the stage of the newest staged row per version key (a fact version or a dimension
+    member), in commit order; a row already there takes the new values only where they differ (a fact version
+    corrected at the source without a new last_updated, found by the reconciliation; a dimension's change)."""
     columns = [c.name for c in table.data_columns]
     target = qualified(schema, table.name)
     names = sql.SQL(", ").join(map(sql.Identifier, columns))
     conflict = sql.SQL(", ").join(map(sql.Identifier, table.version_key))
-    if table.is_fact:
-        # DO NOTHING also absorbs duplicates within the stage; rows go in in commit order.
-        action = sql.SQL("DO NOTHING")
-        source = sql.SQL("SELECT {} FROM {} ORDER BY {}").format(
-            names, sql.Identifier(stage), sql.Identifier(STAGE_ORDER)
+    changing = [c for c in columns if c not in table.version_key]
+    action = (
+        sql.SQL("DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})").format(
+            sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in changing),
+            sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in changing),
+            sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in changing),
         )
-    else:
-        changing = [c for c in columns if c != table.key]
-        action = (
-            sql.SQL("DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})").format(
-                sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in changing),
-                sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in changing),
-                sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in changing),
-            )
-            if changing
-            else sql.SQL("DO NOTHING")
-        )
-        # DO UPDATE may touch a row once per statement: keep the newest staged version of each key (a commit
-        # holds one row per key).
-        source = sql.SQL("SELECT DISTINCT ON ({k}) {n} FROM {s} ORDER BY {k}, {o} DESC").format(
-            k=conflict, n=names, s=sql.Identifier(stage), o=sql.Identifier(STAGE_ORDER)
-        )
+        if changing
+        else sql.SQL("DO NOTHING")
+    )
+    # DO UPDATE may touch a row once per statement: the newest staged row of each version key, inserted in
+    # commit order (facts' surrogate keys follow the order the versions were committed).
+    order = sql.Identifier(STAGE_ORDER)
+    source = sql.SQL(
+        "SELECT {n} FROM (SELECT DISTINCT ON ({k}) {n}, {o} FROM {s} ORDER BY {k}, {o} DESC) AS newest ORDER BY {o}"
+    ).format(k=conflict, n=names, s=sql.Identifier(stage), o=order)
     return sql.SQL("INSERT INTO {} AS t ({}) {} ON CONFLICT ({}) {}").format(target, names, source, conflict, action)
 
 
@@ -271,15 +267,20 @@ def _load_through_stage(
     staged = copy_frames(conn, stage, frames())
     if check:
         _check_references(conn, table, schema, stage)
-    new_members = 0
-    if not table.is_fact:  # an upsert's row count includes the updates: count the keys it adds first
-        new_members = conn.execute(
-            sql.SQL(
-                "SELECT count(DISTINCT s.{k}) FROM {s} s WHERE NOT EXISTS (SELECT 1 FROM {t} t WHERE t.{k} = s.{k})"
-            ).format(k=sql.Identifier(table.key), s=stage, t=qualified(schema, table.name))
-        ).fetchone()[0]
+    # An upsert's row count includes the rows it updated: count the version keys it adds first.
+    key = table.version_key
+    new_members = conn.execute(
+        sql.SQL(
+            "SELECT count(*) FROM (SELECT DISTINCT {k} FROM {s}) s WHERE NOT EXISTS (SELECT 1 FROM {t} t WHERE {on})"
+        ).format(
+            k=sql.SQL(", ").join(map(sql.Identifier, key)),
+            s=stage,
+            t=qualified(schema, table.name),
+            on=sql.SQL(" AND ").join(sql.SQL("t.{0} = s.{0}").format(sql.Identifier(c)) for c in key),
+        )
+    ).fetchone()[0]
     written = conn.execute(upsert_sql(table, schema, stage_name)).rowcount
-    return staged, written, written if table.is_fact else new_members
+    return staged, written, new_members
 
 
 def lock_table_writes(conn: psycopg.Connection, schema: str, table_name: str) -> None:

@@ -1,0 +1,82 @@
+"""`source_deletions`: one row per source row the reconciliation found deleted, loaded exactly once from the
+ingestion zone's `_deletions` table (by Delta version, recorded in the load log like every warehouse table).
+Facts keep their history; this table says which source rows are gone, and since when."""
+
+from __future__ import annotations
+
+import polars as pl
+import psycopg
+from psycopg import sql
+
+from totesys_platform.raw.reconcile import DELETIONS
+from totesys_platform.resources.lake import LakeZone
+from totesys_platform.source import copy_frames
+from totesys_platform.warehouse.load import (
+    META_SCHEMA,
+    WarehousePermissionError,
+    count_rows,
+    load_log_entry,
+    lock_table_writes,
+    qualified,
+)
+
+TABLE = "source_deletions"
+COLUMNS = ("table_name", "source_id", "last_updated", "detected_at")
+
+
+def create_sql(schema: str) -> sql.Composed:
+    return sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {} (table_name text NOT NULL, source_id integer NOT NULL,"
+        " last_updated timestamp NOT NULL, detected_at timestamp NOT NULL,"
+        " PRIMARY KEY (table_name, source_id, last_updated))"
+    ).format(qualified(schema, TABLE))
+
+
+def ensure_table(conn: psycopg.Connection, schema: str) -> None:
+    if conn.execute("SELECT to_regclass(%s)", [f"{schema}.{TABLE}"]).fetchone()[0] is not None:
+        return
+    statement = create_sql(schema)
+    try:
+        with conn.transaction():
+            conn.execute(statement)
+    except psycopg.errors.InsufficientPrivilege as err:
+        raise WarehousePermissionError(
+            f"the warehouse role may not create {schema}.{TABLE} ({err.diag.message_primary});"
+            f" its owner can run: {statement.as_string(conn)}"
+        ) from None
+
+
+def load_deletions(conn: psycopg.Connection, ingestion: LakeZone, schema: str) -> tuple[int, int]:
+    """The deletions recorded since the last load, in one transaction; (rows added, rows in the table)."""
+    ensure_table(conn, schema)
+    with conn.transaction():
+        lock_table_writes(conn, schema, TABLE)
+        entry = load_log_entry(conn, schema, TABLE)
+        after, until = (entry.delta_version if entry else None), ingestion.version(DELETIONS)
+        if until is None or (after is not None and until <= after):
+            return 0, count_rows(conn, schema, TABLE)
+        stage = sql.Identifier(f"stage_{TABLE}")
+        conn.execute(
+            sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+                stage, sql.SQL(", ").join(map(sql.Identifier, COLUMNS)), qualified(schema, TABLE)
+            )
+        )
+        frames = (
+            f.filter(pl.col("_commit_version") <= until).select(COLUMNS) for f in ingestion.changes(DELETIONS, after)
+        )
+        copy_frames(conn, stage, (f for f in frames if f.height))
+        names = sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+        added = conn.execute(
+            sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
+                qualified(schema, TABLE), names, names, stage
+            )
+        ).rowcount
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {}.delta_load_log (warehouse_schema, table_name, delta_version, table_rows)"
+                " VALUES (%s, %s, %s, NULL) ON CONFLICT (warehouse_schema, table_name) DO UPDATE"
+                " SET delta_version = EXCLUDED.delta_version, loaded_at = now()"
+            ).format(sql.Identifier(META_SCHEMA)),
+            (schema, TABLE, until),
+        )
+        return added, count_rows(conn, schema, TABLE)

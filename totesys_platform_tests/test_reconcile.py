@@ -1,0 +1,181 @@
+"""Reconciliation: hard deletes, quiet updates and late rows found by segment checksums and recorded once."""
+
+import datetime as dt
+
+import polars as pl
+import psycopg
+import pytest
+
+from totesys_platform.catalog import SOURCE_TABLES, SOURCE_TABLES_BY_NAME
+from totesys_platform.raw import reconcile
+from totesys_platform.raw.extract import ROW_HASH
+from totesys_platform.raw.reconcile import DELETIONS, differing_ranges, reconcile_source
+from totesys_platform.resources.lake import LakeZone
+from totesys_platform.resources.postgres import PostgresResource
+from totesys_platform_tests.conftest import run_graph
+
+LOOKBACK = dt.timedelta(minutes=15)
+
+
+def reconcile_all(settings, run_id: str, tables=SOURCE_TABLES):
+    return reconcile_source(
+        PostgresResource(url=settings.source_url),
+        LakeZone(url=settings.ingestion_url, zone_name="ingestion"),
+        LakeZone(url=settings.processed_url, zone_name="processed"),
+        list(tables),
+        run_id=run_id,
+        lookback=LOOKBACK,
+        log=print,
+    )
+
+
+def change_source_behind_the_cursor(url: str) -> dict[str, list[int]]:
+    """Three payments and a sales order deleted, three orders' units changed without a new stamp (and the
+    deleted order's transaction set to NULL by the schema itself), a design stamped long before the cursor."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        payments = [r[0] for r in conn.execute("SELECT payment_id FROM payment ORDER BY payment_id LIMIT 3")]
+        conn.execute("DELETE FROM payment WHERE payment_id = ANY(%s)", [payments])
+        quiet = [r[0] for r in conn.execute("SELECT sales_order_id FROM sales_order ORDER BY 1 LIMIT 3 OFFSET 10")]
+        conn.execute("UPDATE sales_order SET units_sold = units_sold + 1 WHERE sales_order_id = ANY(%s)", [quiet])
+        row = conn.execute(
+            "INSERT INTO design (created_at, design_name, file_location, file_name, last_updated)"
+            " VALUES ('2020-01-01', 'Backdated', '/late', 'backdated.json', '2020-01-01') RETURNING design_id"
+        ).fetchone()
+        email = conn.execute(
+            "UPDATE staff SET email_address = 'fixed@terrifictotes.com' WHERE staff_id = 1 RETURNING staff_id"
+        ).fetchone()
+    return {"payment": payments, "sales_order": quiet, "design": [row[0]], "staff": [email[0]]}
+
+
+def test_reconciliation_finds_what_the_cursor_missed_records_it_once_and_nothing_when_in_step(platform):
+    run_graph(platform, "group:raw")
+    first = reconcile_all(platform, "reconcile-0")
+    assert first.found == 0 and not first.errors, first.summary()  # no false positive on an exact lake
+    changed = change_source_behind_the_cursor(platform.source_url)
+    found = reconcile_all(platform, "reconcile-1")
+    counts = found.counts
+    by_table = {t.table: t for t in found.tables}
+    assert by_table["payment"].keys["deleted"] == sorted(changed["payment"])
+    assert by_table["sales_order"].keys["quiet_update"] == sorted(changed["sales_order"])
+    assert by_table["staff"].keys["quiet_update"] == changed["staff"]
+    assert by_table["design"].keys["late_row"] == changed["design"]
+    expected_tables = {"payment", "sales_order", "staff", "design"}
+    assert {name for name, c in counts.items() if sum(c.values())} == expected_tables, found.summary()
+    # Only the differing key ranges were read row by row, not the tables.
+    assert by_table["sales_order"].rows_read <= 2 * reconcile.LEAF_KEYS
+
+    ingestion = LakeZone(url=platform.ingestion_url)
+    deletions = ingestion.scan(DELETIONS).collect()
+    assert sorted(deletions["source_id"].to_list()) == sorted(changed["payment"])
+    assert set(deletions["table_name"]) == {"payment"} and set(deletions["run_id"]) == {"reconcile-1"}
+    corrected = ingestion.scan("sales_order").filter(pl.col("sales_order_id").is_in(changed["sales_order"])).collect()
+    assert corrected.group_by("sales_order_id").len()["len"].to_list() == [2, 2, 2]  # a version appended
+    commit = ingestion.last_commit("sales_order")
+    assert commit["reconciliation"] == "reconcile-1" and commit["watermark"]  # the cursor's state carried
+    with psycopg.connect(platform.source_url) as conn:
+        units = dict(
+            conn.execute(
+                "SELECT sales_order_id, units_sold FROM sales_order WHERE sales_order_id = ANY(%s)",
+                [changed["sales_order"]],
+            ).fetchall()
+        )
+    appended = pl.concat(ingestion.changes("sales_order", ingestion.version("sales_order") - 1))
+    assert dict(appended.select("sales_order_id", "units_sold").iter_rows()) == units  # the source's values
+    assert appended[ROW_HASH].null_count() == 0
+
+    # A second reconciliation with nothing new finds and writes nothing; the next ordinary run is idle.
+    versions = {t.name: ingestion.version(t.name) for t in SOURCE_TABLES} | {DELETIONS: ingestion.version(DELETIONS)}
+    again = reconcile_all(platform, "reconcile-2")
+    assert again.found == 0, again.summary()
+    assert {n: LakeZone(url=platform.ingestion_url).version(n) for n in versions} == versions
+
+
+def test_a_reconciliation_killed_between_its_commits_is_completed_by_the_next(platform, monkeypatch):
+    run_graph(platform, "group:raw")
+    changed = change_source_behind_the_cursor(platform.source_url)
+    real = reconcile.record_findings
+
+    def killed(ingestion, table, found, run_id, now):
+        if table.name == "payment":
+            raise KeyboardInterrupt("killed")
+        real(ingestion, table, found, run_id, now)
+
+    monkeypatch.setattr(reconcile, "record_findings", killed)
+    with pytest.raises(KeyboardInterrupt):
+        reconcile_all(platform, "killed", [SOURCE_TABLES_BY_NAME[n] for n in ("sales_order", "payment")])
+    monkeypatch.setattr(reconcile, "record_findings", real)
+    completed = reconcile_all(platform, "after")
+    by_table = {t.table: t for t in completed.tables}
+    assert by_table["sales_order"].found == 0  # recorded by the killed run, not again
+    assert by_table["payment"].keys["deleted"] == sorted(changed["payment"])
+    assert LakeZone(url=platform.ingestion_url).scan(DELETIONS).collect().height == 3
+
+
+@pytest.mark.unit
+def test_bisection_reads_only_the_ranges_that_differ():
+    keys = pl.DataFrame({"source_id": list(range(1, 100_001))})
+    hashes = keys.with_columns(
+        pl.col("source_id").cast(pl.String).hash().cast(pl.String).str.slice(0, 16).alias(ROW_HASH),
+        last_updated=pl.lit(dt.datetime(2024, 1, 1)),
+        deleted=pl.lit(False),
+    )
+    changed = hashes.with_columns(
+        pl.when(pl.col("source_id").is_in([17, 50_000, 99_999]))
+        .then(pl.lit("ffffffffffffff"))
+        .otherwise(pl.col(ROW_HASH))
+        .alias(ROW_HASH)
+    ).filter(pl.col("source_id") != 70_000)
+    queries = []
+
+    def source(lo, hi, width):
+        queries.append((lo, hi, width))
+        return reconcile.lake_segments(changed, lo, hi, width)
+
+    ranges = differing_ranges(source, lambda lo, hi, w: reconcile.lake_segments(hashes, lo, hi, w), 1, 100_000)
+    assert len(ranges) == 4 and all(hi - lo < reconcile.LEAF_KEYS for lo, hi in ranges)
+    for key in (17, 50_000, 99_999, 70_000):
+        assert any(lo <= key <= hi for lo, hi in ranges)
+    assert len(queries) <= 1 + 4 * 2  # one query per level per differing segment
+
+
+def test_the_reconcile_command_reports_alerts_once_and_fails_clearly_when_it_cannot_run(
+    platform, tmp_path, smtp_inbox, monkeypatch, capsys
+):
+    from totesys_platform.cli import main
+    from totesys_platform_tests.conftest import wait_for_mail
+
+    port, received = smtp_inbox
+    env = {
+        "TOTESYS_HOME": str(platform.home),
+        "TOTESYS_SOURCE_URL": platform.source_url,
+        "TOTESYS_WAREHOUSE_URL": platform.warehouse_url,
+        "TOTESYS_INGESTION_URL": platform.ingestion_url,
+        "TOTESYS_PROCESSED_URL": platform.processed_url,
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "TOTESYS_SMTP_HOST": "127.0.0.1",
+        "TOTESYS_SMTP_PORT": str(port),
+        "TOTESYS_SMTP_SECURITY": "none",
+        "TOTESYS_ALERT_TO": "data-team@terrifictotes.com",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    run_graph(platform, "group:raw")
+    changed = change_source_behind_the_cursor(platform.source_url)
+    assert main(["reconcile"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"payment: found what the cursor missed and recorded it: 3 deleted(s), e.g. {sorted(changed['payment'])}" in out
+    )
+    assert "sales_order: found" in out and "address: the lake's newest versions match the source" in out
+    wait_for_mail(received, 1)
+    assert len(received) == 1 and "reconciliation found 8 change(s)" in received[0]["Subject"]
+    assert "payment: 3 deleted" in received[0].get_payload()
+
+    assert main(["reconcile"]) == 0  # nothing new: nothing found, no e-mail
+    assert "found what the cursor missed" not in capsys.readouterr().out
+    wait_for_mail(received, 2, seconds=1)
+    assert len(received) == 1
+
+    monkeypatch.setenv("TOTESYS_SOURCE_URL", "postgresql://nobody@127.0.0.1:1/totesys")
+    assert main(["reconcile"]) == 1
+    assert "reconciliation could not run" in capsys.readouterr().err
