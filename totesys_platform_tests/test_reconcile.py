@@ -179,3 +179,52 @@ def test_the_reconcile_command_reports_alerts_once_and_fails_clearly_when_it_can
     monkeypatch.setenv("TOTESYS_SOURCE_URL", "postgresql://nobody@127.0.0.1:1/totesys")
     assert main(["reconcile"]) == 1
     assert "reconciliation could not run" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_what_the_reconciliation_found_reaches_the_warehouse_once_and_facts_keep_their_history(platform):
+    from totesys_platform.catalog import WAREHOUSE_TABLES
+    from totesys_platform_tests.test_pipeline import EXPECTED_SQL, rows, warehouse_rows
+
+    run_graph(platform)
+    facts_before = {t.name: warehouse_rows(platform, t.name) for t in WAREHOUSE_TABLES if t.is_fact}
+    changed = change_source_behind_the_cursor(platform.source_url)
+    reconcile_all(platform, "reconcile-1")
+    run_graph(platform)
+
+    for table in WAREHOUSE_TABLES:
+        got = warehouse_rows(platform, table.name)
+        expected = rows(platform.source_url, EXPECTED_SQL[table.name])
+        if not table.is_fact:
+            assert got == expected if table.name != "dim_date" else set(got) >= set(expected), table.name
+            continue
+        # Facts: every current source version, one row per version (a corrected one in place), and the
+        # versions of deleted rows kept as history.
+        assert set(expected) <= set(got) and len(got) == len(facts_before[table.name]), table.name
+    with psycopg.connect(platform.warehouse_url) as conn:
+        units = conn.execute(
+            "SELECT sales_order_id, units_sold FROM fact_sales_order WHERE sales_order_id = ANY(%s) ORDER BY 1",
+            [changed["sales_order"]],
+        ).fetchall()
+        deleted_payments = conn.execute(
+            "SELECT count(*) FROM fact_payment WHERE payment_id = ANY(%s)", [changed["payment"]]
+        ).fetchone()[0]
+        deletions = conn.execute(
+            "SELECT table_name, source_id, detected_at IS NOT NULL FROM source_deletions ORDER BY 2"
+        ).fetchall()
+    with psycopg.connect(platform.source_url) as conn:
+        source_units = conn.execute(
+            "SELECT sales_order_id, units_sold FROM sales_order WHERE sales_order_id = ANY(%s) ORDER BY 1",
+            [changed["sales_order"]],
+        ).fetchall()
+    assert units == source_units  # the corrected values, in place
+    assert deleted_payments == 3  # history kept
+    assert deletions == [("payment", k, True) for k in sorted(changed["payment"])]
+
+    # Again: nothing new is found, and the warehouse does not change.
+    snapshot = {t.name: warehouse_rows(platform, t.name) for t in WAREHOUSE_TABLES}
+    assert reconcile_all(platform, "reconcile-2").found == 0
+    run_graph(platform)
+    assert {t.name: warehouse_rows(platform, t.name) for t in WAREHOUSE_TABLES} == snapshot
+    with psycopg.connect(platform.warehouse_url) as conn:
+        assert conn.execute("SELECT count(*) FROM source_deletions").fetchone()[0] == 3
