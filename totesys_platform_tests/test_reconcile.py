@@ -44,7 +44,17 @@ def change_source_behind_the_cursor(url: str) -> dict[str, list[int]]:
         email = conn.execute(
             "UPDATE staff SET email_address = 'fixed@terrifictotes.com' WHERE staff_id = 1 RETURNING staff_id"
         ).fetchone()
-    return {"payment": payments, "sales_order": quiet, "design": [row[0]], "staff": [email[0]]}
+        gone = conn.execute("SELECT sales_order_id FROM sales_order ORDER BY 1 LIMIT 1 OFFSET 20").fetchone()[0]
+        unlinked = conn.execute("SELECT transaction_id FROM transaction WHERE sales_order_id = %s", [gone]).fetchone()
+        conn.execute("DELETE FROM sales_order WHERE sales_order_id = %s", [gone])  # its transaction: SET NULL
+    return {
+        "payment": payments,
+        "sales_order": quiet,
+        "design": [row[0]],
+        "staff": [email[0]],
+        "deleted_sales_order": [gone],
+        "transaction": [unlinked[0]],
+    }
 
 
 def test_reconciliation_finds_what_the_cursor_missed_records_it_once_and_nothing_when_in_step(platform):
@@ -59,15 +69,20 @@ def test_reconciliation_finds_what_the_cursor_missed_records_it_once_and_nothing
     assert by_table["sales_order"].keys["quiet_update"] == sorted(changed["sales_order"])
     assert by_table["staff"].keys["quiet_update"] == changed["staff"]
     assert by_table["design"].keys["late_row"] == changed["design"]
-    expected_tables = {"payment", "sales_order", "staff", "design"}
+    assert by_table["sales_order"].keys["deleted"] == changed["deleted_sales_order"]
+    assert by_table["transaction"].keys["quiet_update"] == changed["transaction"]  # the schema's SET NULL
+    expected_tables = {"payment", "sales_order", "staff", "design", "transaction"}
     assert {name for name, c in counts.items() if sum(c.values())} == expected_tables, found.summary()
     # Only the differing key ranges were read row by row, not the tables.
     assert by_table["sales_order"].rows_read <= 2 * reconcile.LEAF_KEYS
 
     ingestion = LakeZone(url=platform.ingestion_url)
     deletions = ingestion.scan(DELETIONS).collect()
-    assert sorted(deletions["source_id"].to_list()) == sorted(changed["payment"])
-    assert set(deletions["table_name"]) == {"payment"} and set(deletions["run_id"]) == {"reconcile-1"}
+    deleted = {(t, k) for t, k in deletions.select("table_name", "source_id").iter_rows()}
+    assert deleted == {("payment", k) for k in changed["payment"]} | {
+        ("sales_order", changed["deleted_sales_order"][0])
+    }
+    assert set(deletions["run_id"]) == {"reconcile-1"}
     corrected = ingestion.scan("sales_order").filter(pl.col("sales_order_id").is_in(changed["sales_order"])).collect()
     assert corrected.group_by("sales_order_id").len()["len"].to_list() == [2, 2, 2]  # a version appended
     commit = ingestion.last_commit("sales_order")
@@ -108,7 +123,7 @@ def test_a_reconciliation_killed_between_its_commits_is_completed_by_the_next(pl
     by_table = {t.table: t for t in completed.tables}
     assert by_table["sales_order"].found == 0  # recorded by the killed run, not again
     assert by_table["payment"].keys["deleted"] == sorted(changed["payment"])
-    assert LakeZone(url=platform.ingestion_url).scan(DELETIONS).collect().height == 3
+    assert LakeZone(url=platform.ingestion_url).scan(DELETIONS).collect().height == 4
 
 
 @pytest.mark.unit
@@ -168,7 +183,7 @@ def test_the_reconcile_command_reports_alerts_once_and_fails_clearly_when_it_can
     )
     assert "sales_order: found" in out and "address: the lake's newest versions match the source" in out
     wait_for_mail(received, 1)
-    assert len(received) == 1 and "reconciliation found 8 change(s)" in received[0]["Subject"]
+    assert len(received) == 1 and "reconciliation found 10 change(s)" in received[0]["Subject"]
     assert "payment: 3 deleted" in received[0].get_payload()
 
     assert main(["reconcile"]) == 0  # nothing new: nothing found, no e-mail
@@ -185,6 +200,7 @@ def test_the_reconcile_command_reports_alerts_once_and_fails_clearly_when_it_can
 def test_what_the_reconciliation_found_reaches_the_warehouse_once_and_facts_keep_their_history(platform):
     from totesys_platform.catalog import WAREHOUSE_TABLES
     from totesys_platform_tests.test_pipeline import EXPECTED_SQL, rows, warehouse_rows
+    from totesys_platform_tests.test_reports import SOURCE_SQL, normalise, report_rows
 
     run_graph(platform)
     facts_before = {t.name: warehouse_rows(platform, t.name) for t in WAREHOUSE_TABLES if t.is_fact}
@@ -219,7 +235,12 @@ def test_what_the_reconciliation_found_reaches_the_warehouse_once_and_facts_keep
         ).fetchall()
     assert units == source_units  # the corrected values, in place
     assert deleted_payments == 3  # history kept
-    assert deletions == [("payment", k, True) for k in sorted(changed["payment"])]
+    gone = [("payment", k, True) for k in changed["payment"]] + [("sales_order", *changed["deleted_sales_order"], True)]
+    assert sorted(deletions) == sorted(gone)
+    # The reports count what is gone as gone, and the corrected units: the same SQL over the source agrees.
+    with psycopg.connect(platform.source_url) as source:
+        for name, query in SOURCE_SQL.items():
+            assert report_rows(platform, name) == normalise(source.execute(query).fetchall()), name
 
     # Again: nothing new is found, and the warehouse does not change.
     snapshot = {t.name: warehouse_rows(platform, t.name) for t in WAREHOUSE_TABLES}
@@ -227,4 +248,4 @@ def test_what_the_reconciliation_found_reaches_the_warehouse_once_and_facts_keep
     run_graph(platform)
     assert {t.name: warehouse_rows(platform, t.name) for t in WAREHOUSE_TABLES} == snapshot
     with psycopg.connect(platform.warehouse_url) as conn:
-        assert conn.execute("SELECT count(*) FROM source_deletions").fetchone()[0] == 3
+        assert conn.execute("SELECT count(*) FROM source_deletions").fetchone()[0] == 4

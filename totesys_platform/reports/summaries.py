@@ -14,6 +14,7 @@ from psycopg import sql
 
 from totesys_platform.catalog import WAREHOUSE_TABLES_BY_NAME, WarehouseTable
 from totesys_platform.reports.specs import REPORTS, SUMMARIES, Report, Summary, reports_schema
+from totesys_platform.warehouse.deletions import ensure_table as ensure_deletions_table
 from totesys_platform.warehouse.load import lock_table_writes
 
 # Tables an earlier release kept in the reports schema (a copy of each fact's current versions, as big as
@@ -93,6 +94,7 @@ def refresh_summaries(conn: psycopg.Connection, warehouse_schema: str) -> dict[s
     changed."""
     w, r = sql.Identifier(warehouse_schema), sql.Identifier(reports_schema(warehouse_schema))
     changed = {}
+    ensure_deletions_table(conn, warehouse_schema)  # the summaries leave out what it lists
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (REPORTS_LOCK.format(warehouse_schema),))
         # The summaries advance by the facts' record ids: wait for any load of them still in flight in another
@@ -146,9 +148,11 @@ def _used_columns(table: WarehouseTable, summaries: list[Summary]) -> list[str]:
 
 
 def _newest_versions(w, table: WarehouseTable, columns: list[str]) -> sql.Composed:
-    """The newest version of each key among the fact rows with record ids in (%s, %s]."""
+    """The newest version of each key among the fact rows with record ids in (%s, %s], but for the keys
+    deleted at the source (%s: the fact's source table; see warehouse/deletions.py): they count as gone."""
     return sql.SQL(
-        "SELECT DISTINCT ON ({k}) {n} FROM {w}.{f} WHERE {rid} > %s AND {rid} <= %s"
+        "SELECT DISTINCT ON ({k}) {n} FROM {w}.{f} WHERE {rid} > %s AND {rid} <= %s AND {k} NOT IN"
+        " (SELECT source_id FROM {w}.source_deletions WHERE table_name = %s)"
         " ORDER BY {k}, last_updated_date DESC, last_updated_time DESC"
     ).format(
         k=sql.Identifier(table.key),
@@ -196,7 +200,7 @@ def _rebuild(conn, w, r, table: WarehouseTable, newest: int, summaries: list[Sum
         sql.SQL("WITH current_versions AS ({}), {} SELECT count(*) FROM current_versions").format(
             _newest_versions(w, table, _used_columns(table, summaries)), fills
         ),
-        (0, newest),
+        (0, newest, table.source.name),
     ).fetchone()[0]
 
 
@@ -206,7 +210,7 @@ def _apply_changes(conn, w, r, table: WarehouseTable, since: int, newest: int, s
     # The newest version of each key among the new fact rows ...
     conn.execute(
         sql.SQL("CREATE TEMP TABLE delta_new ON COMMIT DROP AS ") + _newest_versions(w, table, columns),
-        (since, newest),
+        (since, newest, table.source.name),
     )
     # ... and the one current at the last refresh: the newest of the key's rows before it (by the fact's
     # version index, a few rows per key).

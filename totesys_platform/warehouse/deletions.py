@@ -8,6 +8,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
+from totesys_platform.catalog import WAREHOUSE_TABLES
 from totesys_platform.raw.reconcile import DELETIONS
 from totesys_platform.resources.lake import LakeZone
 from totesys_platform.source import copy_frames
@@ -18,6 +19,7 @@ from totesys_platform.warehouse.load import (
     load_log_entry,
     lock_table_writes,
     qualified,
+    restart_summaries,
 )
 
 TABLE = "source_deletions"
@@ -65,6 +67,11 @@ def load_deletions(conn: psycopg.Connection, ingestion: LakeZone, schema: str) -
             f.filter(pl.col("_commit_version") <= until).select(COLUMNS) for f in ingestion.changes(DELETIONS, after)
         )
         copy_frames(conn, stage, (f for f in frames if f.height))
+        gone = [r[0] for r in conn.execute(sql.SQL("SELECT DISTINCT table_name FROM {}").format(stage)).fetchall()]
+        facts = sorted(t.name for t in WAREHOUSE_TABLES if t.is_fact and t.source.name in gone)
+        for fact in facts:  # no summary refresh in between (see reports/summaries.py)
+            lock_table_writes(conn, schema, fact)
+        restart_summaries(conn, schema, facts)
         names = sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
         added = conn.execute(
             sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(

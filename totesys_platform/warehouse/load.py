@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 
 from totesys_platform.catalog import WAREHOUSE_TABLES, WAREHOUSE_TABLES_BY_NAME, WarehouseTable
+from totesys_platform.reports.specs import reports_schema
 from totesys_platform.resources.io_managers import LakeTable
 from totesys_platform.source import copy_frames
 
@@ -283,6 +284,18 @@ def _load_through_stage(
     return staged, written, new_members
 
 
+def restart_summaries(conn: psycopg.Connection, schema: str, facts: list[str]) -> None:
+    """Have the report summaries of these facts rebuilt at their next refresh: rows they counted changed in
+    place (a fact version corrected at the source) or are gone (deleted at the source). Their refresh
+    advances by new record ids and sees neither; such corrections come from the nightly reconciliation."""
+    state = f"{reports_schema(schema)}.refresh_state"
+    if facts and conn.execute("SELECT to_regclass(%s)", [state]).fetchone()[0] is not None:
+        conn.execute(
+            sql.SQL("DELETE FROM {}.refresh_state WHERE fact = ANY(%s)").format(sql.Identifier(reports_schema(schema))),
+            [facts],
+        )
+
+
 def lock_table_writes(conn: psycopg.Connection, schema: str, table_name: str) -> None:
     """Until this transaction ends, be the only loader of `schema.table_name`, whatever runs overlap
     (an advisory lock, so readers are never blocked; a killed run's lock goes with its connection)."""
@@ -322,6 +335,8 @@ def load_table(conn: psycopg.Connection, source: LakeTable, table: WarehouseTabl
             if loaded is None:
                 loaded = _load_through_stage(conn, frames, table, schema, set_based)
             result.staged_rows, result.inserted, added = loaded
+            if table.is_fact and result.inserted > added:  # versions corrected in place
+                restart_summaries(conn, schema, [table.name])
             result.table_rows = rows_before + added
             if set_based:
                 conn.execute("SET LOCAL session_replication_role = origin")
