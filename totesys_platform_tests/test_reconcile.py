@@ -249,3 +249,40 @@ def test_what_the_reconciliation_found_reaches_the_warehouse_once_and_facts_keep
     assert {t.name: warehouse_rows(platform, t.name) for t in WAREHOUSE_TABLES} == snapshot
     with psycopg.connect(platform.warehouse_url) as conn:
         assert conn.execute("SELECT count(*) FROM source_deletions").fetchone()[0] == 4
+
+
+@pytest.mark.slow
+def test_a_whole_graph_run_reconciles_before_it_transforms_so_the_same_run_carries_the_findings(platform):
+    import dagster as dg
+    from dagster._core.execution.api import create_execution_plan
+
+    from totesys_platform.definitions import build_definitions
+
+    job = build_definitions(platform).resolve_job_def("totesys_pipeline_job")
+    # Every step reading the raw stage waits for the reconciliation (a blocking check), whatever the order.
+    plan = create_execution_plan(job)
+    readers = [
+        s for s in plan.get_all_steps_in_topo_order() if "raw_totesys_tables" in s.get_execution_dependency_keys()
+    ]
+    readers = [s for s in readers if s.key != "reconcile_source_with_the_lake"]
+    assert len(readers) >= 11
+    assert all("reconcile_source_with_the_lake" in s.get_execution_dependency_keys() for s in readers)
+    assert job.execute_in_process(instance=dg.DagsterInstance.ephemeral()).success
+    changed = change_source_behind_the_cursor(platform.source_url)
+    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    with psycopg.connect(platform.warehouse_url) as conn:
+        gone = conn.execute("SELECT table_name, source_id FROM source_deletions ORDER BY 1, 2").fetchall()
+        units = conn.execute(
+            "SELECT units_sold FROM fact_sales_order WHERE sales_order_id = ANY(%s) ORDER BY sales_order_id",
+            [changed["sales_order"]],
+        ).fetchall()
+    with psycopg.connect(platform.source_url) as conn:
+        source_units = conn.execute(
+            "SELECT units_sold FROM sales_order WHERE sales_order_id = ANY(%s) ORDER BY sales_order_id",
+            [changed["sales_order"]],
+        ).fetchall()
+    assert gone == sorted(
+        [("payment", k) for k in changed["payment"]] + [("sales_order", *changed["deleted_sales_order"])]
+    )
+    assert units == source_units

@@ -142,7 +142,7 @@ def refresh_state(ingestion: LakeZone, processed: LakeZone, table: SourceTable) 
     if changes.height or processed.table(name) is None:
         processed.merge(name, changes.cast(dict(STATE_SCHEMA)), "source_id", {CONSUMED_KEY: consumed})
     state = processed.scan(name)
-    return state.collect() if state is not None else pl.DataFrame(schema=STATE_SCHEMA)
+    return state.sort("source_id").collect() if state is not None else pl.DataFrame(schema=STATE_SCHEMA)
 
 
 def set_hashes(processed: LakeZone, table: SourceTable, rows: pl.DataFrame) -> None:
@@ -163,8 +163,16 @@ def hash_parts(column: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
     )
 
 
+def key_range(state: pl.DataFrame, low: int, high: int) -> pl.DataFrame:
+    """The state's rows with keys in [low, high]: a slice of the state sorted by key (no scan of the rest)."""
+    keys = state["source_id"]
+    start, end = keys.search_sorted(low, side="left"), keys.search_sorted(high, side="right")
+    return state.slice(start, end - start)
+
+
 def lake_segments(state: pl.DataFrame, low: int, high: int, width: int) -> dict[int, tuple[int, int, int]]:
-    present = state.filter(~pl.col("deleted") & pl.col("source_id").is_between(low, high))
+    """`state` sorted by key: count, hash-slice sums and hashless rows per segment of `width` keys."""
+    present = key_range(state, low, high).filter(~pl.col("deleted"))
     a, b = hash_parts(pl.col(ROW_HASH))
     grouped = present.group_by(segment=(pl.col("source_id") - low) // width).agg(
         n=pl.len(), a=a.sum(), b=b.sum(), unknown=pl.col(ROW_HASH).null_count()
@@ -287,8 +295,7 @@ def compare_table(
         rows = source_rows(cursor, table, lo, hi)
         findings.source_queries += 1
         findings.rows_read += rows.height
-        in_range = state.filter(pl.col("source_id").is_between(lo, hi))
-        for kind, frame in classify(rows, in_range, table, settled).items():
+        for kind, frame in classify(rows, key_range(state, lo, hi), table, settled).items():
             found.setdefault(kind, []).append(frame)
     return {kind: pl.concat(frames, how="vertical_relaxed") for kind, frames in found.items()}
 

@@ -66,6 +66,9 @@ def build_reconciliation_check(lookback_seconds: int) -> dg.AssetChecksDefinitio
             dg.AssetCheckSpec(
                 RECONCILE_CHECK,
                 asset=raw_key(t.name),
+                # In a run that includes it (its job, the nightly run, `dagster asset materialize --select '*'`),
+                # the stages downstream wait for what it recorded: the same run carries it to the warehouse.
+                blocking=True,
                 description="Nightly reconciliation: rows deleted at the source, changed without a new "
                 "last_updated, or stamped too far back for the cursor, found by segment checksums and recorded.",
             )
