@@ -14,12 +14,12 @@ from totesys_platform.resources.lake import LakeZone
 from totesys_platform.source import copy_frames
 from totesys_platform.warehouse.load import (
     META_SCHEMA,
-    WarehousePermissionError,
     count_rows,
     load_log_entry,
     lock_table_writes,
     qualified,
     restart_summaries,
+    run_ddl,
 )
 
 TABLE = "source_deletions"
@@ -37,15 +37,7 @@ def create_sql(schema: str) -> sql.Composed:
 def ensure_table(conn: psycopg.Connection, schema: str) -> None:
     if conn.execute("SELECT to_regclass(%s)", [f"{schema}.{TABLE}"]).fetchone()[0] is not None:
         return
-    statement = create_sql(schema)
-    try:
-        with conn.transaction():
-            conn.execute(statement)
-    except psycopg.errors.InsufficientPrivilege as err:
-        raise WarehousePermissionError(
-            f"the warehouse role may not create {schema}.{TABLE} ({err.diag.message_primary});"
-            f" its owner can run: {statement.as_string(conn)}"
-        ) from None
+    run_ddl(conn, create_sql(schema), f"create {schema}.{TABLE}")
 
 
 def load_deletions(conn: psycopg.Connection, ingestion: LakeZone, schema: str) -> tuple[int, int]:

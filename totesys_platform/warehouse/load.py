@@ -87,14 +87,19 @@ def ensure_warehouse(conn: psycopg.Connection, schema: str) -> None:
         *(create_table_sql(table, schema) for table in sorted(WAREHOUSE_TABLES, key=lambda t: t.is_fact)),
     ]
     for statement in statements:
-        try:
-            with conn.transaction():
-                conn.execute(statement)
-        except psycopg.errors.InsufficientPrivilege as err:
-            raise WarehousePermissionError(
-                f"the warehouse role may not create or upgrade the warehouse ({err.diag.message_primary});"
-                f" its owner can run: {statement.as_string(conn)}"
-            ) from None
+        run_ddl(conn, statement, "create or upgrade the warehouse")
+
+
+def run_ddl(conn: psycopg.Connection, statement: sql.Composed, what: str) -> None:
+    """One DDL statement; if this role may not run it, an error quoting the statement for whoever may."""
+    try:
+        with conn.transaction():
+            conn.execute(statement)
+    except psycopg.errors.InsufficientPrivilege as err:
+        raise WarehousePermissionError(
+            f"the warehouse role may not {what} ({err.diag.message_primary});"
+            f" its owner can run: {statement.as_string(conn)}"
+        ) from None
 
 
 @dataclass
