@@ -170,7 +170,7 @@ def key_range(state: pl.DataFrame, low: int, high: int) -> pl.DataFrame:
     return state.slice(start, end - start)
 
 
-def lake_segments(state: pl.DataFrame, low: int, high: int, width: int) -> dict[int, tuple[int, int, int]]:
+def lake_segments(state: pl.DataFrame, low: int, high: int, width: int) -> dict[int, tuple[int, int, int, int]]:
     """`state` sorted by key: count, hash-slice sums and hashless rows per segment of `width` keys."""
     present = key_range(state, low, high).filter(~pl.col("deleted"))
     a, b = hash_parts(pl.col(ROW_HASH))
@@ -198,7 +198,9 @@ def _fetch(cursor, statement: str, parameters: tuple) -> pl.DataFrame:
     return pl.from_arrow(cursor.fetch_arrow_table())  # type: ignore[return-value]
 
 
-def source_segments(cursor, table: SourceTable, low: int, high: int, width: int) -> dict[int, tuple[int, int, int]]:
+def source_segments(
+    cursor, table: SourceTable, low: int, high: int, width: int
+) -> dict[int, tuple[int, int, int, int]]:
     frame = _fetch(cursor, segment_sql(table), (low, high, width))
     return {int(s): (int(n), int(a), int(b), 0) for s, n, a, b in frame.iter_rows()}
 
