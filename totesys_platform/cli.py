@@ -161,7 +161,7 @@ def cmd_reconcile(args, settings: Settings) -> int:
     import dagster as dg
 
     from totesys_platform.definitions import build_definitions
-    from totesys_platform.raw.reconcile_check import RECONCILE_JOB
+    from totesys_platform.raw.checks import RECONCILE_JOB
 
     job = build_definitions(settings).resolve_job_def(RECONCILE_JOB)
     _progress("comparing every source table with the ingestion zone (segment checksums)")

@@ -17,7 +17,7 @@ from totesys_platform.automation import (
 )
 from totesys_platform.processed.assets import build_processed_assets
 from totesys_platform.raw.assets import build_raw_assets
-from totesys_platform.raw.reconcile_check import RECONCILE_JOB, build_reconciliation_check
+from totesys_platform.raw.checks import RECONCILE_JOB, build_reconciliation_check
 from totesys_platform.reports.assets import build_report_assets
 from totesys_platform.resources.io_managers import lake_io_manager
 from totesys_platform.resources.lake import LakeZone

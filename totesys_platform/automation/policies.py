@@ -4,7 +4,7 @@ import datetime as dt
 
 import dagster as dg
 
-from totesys_platform.raw.reconcile_check import RECONCILE_CHECK
+from totesys_platform.raw.checks import RECONCILE_CHECK
 
 # The spec: a source change reaches the warehouse within 30 minutes. Warn at half of that.
 WAREHOUSE_FRESHNESS = dg.FreshnessPolicy.time_window(
