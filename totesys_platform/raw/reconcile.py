@@ -65,7 +65,7 @@ KINDS = ("deleted", "quiet_update", "late_row")
 
 @dataclass
 class TableFindings:
-    """What one table's reconciliation found (samples of keys per kind) and what it cost."""
+    """What one table's reconciliation found (the keys, per kind) and what it cost."""
 
     table: str
     keys: dict[str, list[int]] = field(default_factory=lambda: {k: [] for k in KINDS})

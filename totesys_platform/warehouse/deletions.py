@@ -13,11 +13,11 @@ from totesys_platform.raw.reconcile import DELETIONS
 from totesys_platform.resources.lake import LakeZone
 from totesys_platform.source import copy_frames
 from totesys_platform.warehouse.load import (
-    META_SCHEMA,
     count_rows,
     load_log_entry,
     lock_table_writes,
     qualified,
+    record_load,
     restart_summaries,
     run_ddl,
 )
@@ -47,8 +47,9 @@ def load_deletions(conn: psycopg.Connection, ingestion: LakeZone, schema: str) -
         lock_table_writes(conn, schema, TABLE)
         entry = load_log_entry(conn, schema, TABLE)
         after, until = (entry.delta_version if entry else None), ingestion.version(DELETIONS)
+        rows = entry.table_rows if entry and entry.table_rows is not None else count_rows(conn, schema, TABLE)
         if until is None or (after is not None and until <= after):
-            return 0, count_rows(conn, schema, TABLE)
+            return 0, rows
         stage = sql.Identifier(f"stage_{TABLE}")
         conn.execute(
             sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
@@ -70,12 +71,5 @@ def load_deletions(conn: psycopg.Connection, ingestion: LakeZone, schema: str) -
                 qualified(schema, TABLE), names, names, stage
             )
         ).rowcount
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO {}.delta_load_log (warehouse_schema, table_name, delta_version, table_rows)"
-                " VALUES (%s, %s, %s, NULL) ON CONFLICT (warehouse_schema, table_name) DO UPDATE"
-                " SET delta_version = EXCLUDED.delta_version, loaded_at = now()"
-            ).format(sql.Identifier(META_SCHEMA)),
-            (schema, TABLE, until),
-        )
-        return added, count_rows(conn, schema, TABLE)
+        record_load(conn, schema, TABLE, until, rows + added)
+        return added, rows + added

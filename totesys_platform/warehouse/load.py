@@ -346,12 +346,17 @@ def load_table(conn: psycopg.Connection, source: LakeTable, table: WarehouseTabl
             if set_based:
                 conn.execute("SET LOCAL session_replication_role = origin")
         if due or (entry is not None and entry.table_rows is None):
-            conn.execute(
-                sql.SQL(
-                    "INSERT INTO {}.delta_load_log (warehouse_schema, table_name, delta_version, table_rows)"
-                    " VALUES (%s, %s, %s, %s) ON CONFLICT (warehouse_schema, table_name) DO UPDATE"
-                    " SET delta_version = EXCLUDED.delta_version, table_rows = EXCLUDED.table_rows, loaded_at = now()"
-                ).format(sql.Identifier(META_SCHEMA)),
-                (schema, table.name, until if due else after, result.table_rows),
-            )
+            record_load(conn, schema, table.name, until if due else after, result.table_rows)  # type: ignore[arg-type]
     return result
+
+
+def record_load(conn: psycopg.Connection, schema: str, table_name: str, version: int, table_rows: int) -> None:
+    """The load log's entry: the Delta version the table now holds, and its row count."""
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.delta_load_log (warehouse_schema, table_name, delta_version, table_rows)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (warehouse_schema, table_name) DO UPDATE"
+            " SET delta_version = EXCLUDED.delta_version, table_rows = EXCLUDED.table_rows, loaded_at = now()"
+        ).format(sql.Identifier(META_SCHEMA)),
+        (schema, table_name, version, table_rows),
+    )
