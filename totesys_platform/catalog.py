@@ -40,14 +40,18 @@ ENUM = SourceType("USER-DEFINED", pl.String(), select_cast="text")
 class SourceColumn:
     name: str
     type: SourceType
+    description: str
     nullable: bool = False
 
 
 def _cols(*spec: tuple) -> tuple[SourceColumn, ...]:
-    return tuple(SourceColumn(*s) for s in spec)
+    return tuple(SourceColumn(s[0], s[1], s[2], *s[3:]) for s in spec)
 
 
-_STAMPS = (("created_at", TIMESTAMP3), ("last_updated", TIMESTAMP3))
+_STAMPS = (
+    ("created_at", TIMESTAMP3, "When the row was created"),
+    ("last_updated", TIMESTAMP3, "When the row was last changed (the ingestion cursor)"),
+)
 
 
 @dataclass(frozen=True)
@@ -68,20 +72,23 @@ class SourceTable:
     def schema(self) -> pl.Schema:
         return pl.Schema({c.name: c.type.dtype for c in self.columns})
 
+    def column(self, name: str) -> SourceColumn:
+        return next(c for c in self.columns if c.name == name)
+
 
 SOURCE_TABLES: tuple[SourceTable, ...] = (
     SourceTable(
         "address",
         "address_id",
         _cols(
-            ("address_id", INTEGER),
-            ("address_line_1", TEXT),
-            ("address_line_2", TEXT, True),
-            ("district", TEXT, True),
-            ("city", TEXT),
-            ("postal_code", TEXT),
-            ("country", TEXT),
-            ("phone", TEXT),
+            ("address_id", INTEGER, "Address identifier"),
+            ("address_line_1", TEXT, "First line of the street address"),
+            ("address_line_2", TEXT, "Second line of the street address", True),
+            ("district", TEXT, "District or county", True),
+            ("city", TEXT, "City"),
+            ("postal_code", TEXT, "Postal code, as written locally (leading zeros kept)"),
+            ("country", TEXT, "Country name"),
+            ("phone", TEXT, "Contact telephone number"),
             *_STAMPS,
         ),
         "Addresses of counterparties and delivery locations, one row version per change.",
@@ -90,11 +97,11 @@ SOURCE_TABLES: tuple[SourceTable, ...] = (
         "counterparty",
         "counterparty_id",
         _cols(
-            ("counterparty_id", INTEGER),
-            ("counterparty_legal_name", TEXT),
-            ("legal_address_id", INTEGER),
-            ("commercial_contact", TEXT, True),
-            ("delivery_contact", TEXT, True),
+            ("counterparty_id", INTEGER, "Counterparty identifier"),
+            ("counterparty_legal_name", TEXT, "Registered name of the customer or supplier"),
+            ("legal_address_id", INTEGER, "The counterparty's legal address (address_id)"),
+            ("commercial_contact", TEXT, "Name of the commercial contact", True),
+            ("delivery_contact", TEXT, "Name of the delivery contact", True),
             *_STAMPS,
         ),
         "Customers and suppliers with their legal address, one row version per change.",
@@ -102,17 +109,21 @@ SOURCE_TABLES: tuple[SourceTable, ...] = (
     SourceTable(
         "currency",
         "currency_id",
-        _cols(("currency_id", INTEGER), ("currency_code", VARCHAR), *_STAMPS),
+        _cols(
+            ("currency_id", INTEGER, "Currency identifier"),
+            ("currency_code", VARCHAR, "ISO 4217 currency code (GBP, USD, EUR)"),
+            *_STAMPS,
+        ),
         "Currencies used in orders and payments, one row version per change.",
     ),
     SourceTable(
         "department",
         "department_id",
         _cols(
-            ("department_id", INTEGER),
-            ("department_name", TEXT),
-            ("location", TEXT, True),
-            ("manager", TEXT, True),
+            ("department_id", INTEGER, "Department identifier"),
+            ("department_name", TEXT, "Name of the department"),
+            ("location", TEXT, "Town where the department is based", True),
+            ("manager", TEXT, "Name of the department's manager", True),
             *_STAMPS,
         ),
         "Company departments, one row version per change.",
@@ -121,12 +132,12 @@ SOURCE_TABLES: tuple[SourceTable, ...] = (
         "design",
         "design_id",
         _cols(
-            ("design_id", INTEGER),
-            ("created_at", TIMESTAMP3),
-            ("design_name", TEXT),
-            ("file_location", TEXT),
-            ("file_name", TEXT),
-            ("last_updated", TIMESTAMP3),
+            ("design_id", INTEGER, "Design identifier"),
+            _STAMPS[0],
+            ("design_name", TEXT, "Name of the tote-bag design"),
+            ("file_location", TEXT, "Directory holding the design file"),
+            ("file_name", TEXT, "Name of the design file"),
+            _STAMPS[1],
         ),
         "Tote-bag designs, one row version per change.",
     ),
@@ -134,11 +145,11 @@ SOURCE_TABLES: tuple[SourceTable, ...] = (
         "staff",
         "staff_id",
         _cols(
-            ("staff_id", INTEGER),
-            ("first_name", TEXT),
-            ("last_name", TEXT),
-            ("department_id", INTEGER),
-            ("email_address", TEXT),
+            ("staff_id", INTEGER, "Staff member identifier"),
+            ("first_name", TEXT, "Staff member's first name"),
+            ("last_name", TEXT, "Staff member's last name"),
+            ("department_id", INTEGER, "The staff member's department (department_id)"),
+            ("email_address", TEXT, "Staff member's work e-mail address"),
             *_STAMPS,
         ),
         "Staff members and their department, one row version per change.",
@@ -147,17 +158,17 @@ SOURCE_TABLES: tuple[SourceTable, ...] = (
         "sales_order",
         "sales_order_id",
         _cols(
-            ("sales_order_id", INTEGER),
+            ("sales_order_id", INTEGER, "Sales order identifier"),
             *_STAMPS,
-            ("design_id", INTEGER),
-            ("staff_id", INTEGER),
-            ("counterparty_id", INTEGER),
-            ("units_sold", INTEGER),
-            ("unit_price", NUMERIC),
-            ("currency_id", INTEGER),
-            ("agreed_delivery_date", TEXT),
-            ("agreed_payment_date", TEXT),
-            ("agreed_delivery_location_id", INTEGER),
+            ("design_id", INTEGER, "The design sold (design_id)"),
+            ("staff_id", INTEGER, "The salesperson who booked the order (staff_id)"),
+            ("counterparty_id", INTEGER, "The customer (counterparty_id)"),
+            ("units_sold", INTEGER, "Number of bags sold"),
+            ("unit_price", NUMERIC, "Price of one bag, in the order's currency"),
+            ("currency_id", INTEGER, "The order's currency (currency_id)"),
+            ("agreed_delivery_date", TEXT, "Agreed delivery date (YYYY-MM-DD text)"),
+            ("agreed_payment_date", TEXT, "Agreed payment date (YYYY-MM-DD text)"),
+            ("agreed_delivery_location_id", INTEGER, "Where the order is delivered (address_id)"),
         ),
         "Sales orders, one row version per change.",
     ),
@@ -165,34 +176,42 @@ SOURCE_TABLES: tuple[SourceTable, ...] = (
         "purchase_order",
         "purchase_order_id",
         _cols(
-            ("purchase_order_id", INTEGER),
+            ("purchase_order_id", INTEGER, "Purchase order identifier"),
             *_STAMPS,
-            ("staff_id", INTEGER),
-            ("counterparty_id", INTEGER),
-            ("item_code", TEXT),
-            ("item_quantity", INTEGER),
-            ("item_unit_price", NUMERIC),
-            ("currency_id", INTEGER),
-            ("agreed_delivery_date", TEXT),
-            ("agreed_payment_date", TEXT),
-            ("agreed_delivery_location_id", INTEGER),
+            ("staff_id", INTEGER, "The staff member who placed the order (staff_id)"),
+            ("counterparty_id", INTEGER, "The supplier (counterparty_id)"),
+            ("item_code", TEXT, "Supplier's code of the item bought"),
+            ("item_quantity", INTEGER, "Number of items bought"),
+            ("item_unit_price", NUMERIC, "Price of one item, in the order's currency"),
+            ("currency_id", INTEGER, "The order's currency (currency_id)"),
+            ("agreed_delivery_date", TEXT, "Agreed delivery date (YYYY-MM-DD text)"),
+            ("agreed_payment_date", TEXT, "Agreed payment date (YYYY-MM-DD text)"),
+            ("agreed_delivery_location_id", INTEGER, "Where the order is delivered (address_id)"),
         ),
         "Purchase orders, one row version per change.",
     ),
     SourceTable(
         "payment_type",
         "payment_type_id",
-        _cols(("payment_type_id", INTEGER), ("payment_type_name", ENUM), *_STAMPS),
+        _cols(
+            ("payment_type_id", INTEGER, "Payment type identifier"),
+            (
+                "payment_type_name",
+                ENUM,
+                "Kind of payment: SALES_RECEIPT, SALES_REFUND, PURCHASE_PAYMENT, PURCHASE_REFUND",
+            ),
+            *_STAMPS,
+        ),
         "Payment types (receipts, refunds, payments), one row version per change.",
     ),
     SourceTable(
         "transaction",
         "transaction_id",
         _cols(
-            ("transaction_id", INTEGER),
-            ("transaction_type", ENUM),
-            ("sales_order_id", INTEGER, True),
-            ("purchase_order_id", INTEGER, True),
+            ("transaction_id", INTEGER, "Transaction identifier"),
+            ("transaction_type", ENUM, "SALE or PURCHASE"),
+            ("sales_order_id", INTEGER, "The sales order paid by this transaction (empty for purchases)", True),
+            ("purchase_order_id", INTEGER, "The purchase order paid by this transaction (empty for sales)", True),
             *_STAMPS,
         ),
         "Transactions linking each sale or purchase to its payment, one row version per change.",
@@ -201,17 +220,17 @@ SOURCE_TABLES: tuple[SourceTable, ...] = (
         "payment",
         "payment_id",
         _cols(
-            ("payment_id", INTEGER),
+            ("payment_id", INTEGER, "Payment identifier"),
             *_STAMPS,
-            ("transaction_id", INTEGER),
-            ("counterparty_id", INTEGER),
-            ("payment_amount", NUMERIC),
-            ("currency_id", INTEGER),
-            ("payment_type_id", INTEGER),
-            ("paid", BOOLEAN),
-            ("payment_date", TEXT),
-            ("company_ac_number", INTEGER),
-            ("counterparty_ac_number", INTEGER),
+            ("transaction_id", INTEGER, "The transaction paid (transaction_id)"),
+            ("counterparty_id", INTEGER, "Who pays or is paid (counterparty_id)"),
+            ("payment_amount", NUMERIC, "Amount paid, in the payment's currency"),
+            ("currency_id", INTEGER, "The payment's currency (currency_id)"),
+            ("payment_type_id", INTEGER, "Kind of payment (payment_type_id)"),
+            ("paid", BOOLEAN, "Whether the payment has been made"),
+            ("payment_date", TEXT, "Date the payment is due or was made (YYYY-MM-DD text)"),
+            ("company_ac_number", INTEGER, "Company bank account number"),
+            ("counterparty_ac_number", INTEGER, "Counterparty bank account number"),
         ),
         "Payments for transactions (updated when paid), one row version per change.",
     ),
@@ -226,8 +245,27 @@ WAREHOUSE_TYPES: dict[str, pl.DataType] = {
     "varchar": pl.String(),
     "date": pl.Date(),
     "time": pl.Time(),
+    "timestamp": TIMESTAMP,
     "numeric(10,2)": MONEY,
     "boolean": pl.Boolean(),
+}
+
+# How a warehouse column is derived from its source column (what the transforms do, and the lineage shown):
+#   copy         - the value as it is (possibly under another name)
+#   date_part    - the date of a timestamp;  time_part - its time of day (microseconds kept)
+#   text_date    - YYYY-MM-DD text read as a date
+#   english_name - the English name of a currency code (CURRENCY_NAMES; an unknown code is its own name)
+#   validity     - a history table's validity, from the source versions' last_updated
+#   computed     - made by the platform or the warehouse, from no source column (dim_date, surrogate keys)
+Derivation = Literal["copy", "date_part", "time_part", "text_date", "english_name", "validity", "computed"]
+HOW = {
+    "copy": "copied",
+    "date_part": "date part",
+    "time_part": "time part",
+    "text_date": "YYYY-MM-DD text read as a date",
+    "english_name": "English name of the code",
+    "validity": "from the versions' last_updated",
+    "computed": "computed",
 }
 
 
@@ -237,14 +275,21 @@ class WarehouseColumn:
     pg_type: str
     nullable: bool = False
     references: str | None = None  # a dimension table (its primary key)
+    source: str | None = None  # "column" of the table's first source or "table.column"; None: the same name
+    derivation: Derivation = "copy"
+    description: str | None = None  # None: the source column's
 
     @property
     def dtype(self) -> pl.DataType:
         return WAREHOUSE_TYPES[self.pg_type]
 
 
-def _wcols(*spec: tuple) -> tuple[WarehouseColumn, ...]:
-    return tuple(WarehouseColumn(*s) for s in spec)
+def col(name: str, pg_type: str, nullable: bool = False, references: str | None = None, **more) -> WarehouseColumn:
+    return WarehouseColumn(name, pg_type, nullable, references, **more)
+
+
+def _wcols(*spec: tuple | WarehouseColumn) -> tuple[WarehouseColumn, ...]:
+    return tuple(s if isinstance(s, WarehouseColumn) else WarehouseColumn(*s) for s in spec)
 
 
 # How a processed table is built from its inputs:
@@ -253,8 +298,9 @@ def _wcols(*spec: tuple) -> tuple[WarehouseColumn, ...]:
 #                      quarantine rows that reference a member it does not have
 #   large_dimension  - the same merge for a large dimension (dim_transaction); references to it are
 #                      enforced by the warehouse's foreign keys instead
+#   history          - every distinct state of a dimension's members with its validity (<dimension>_history)
 #   calendar         - dim_date: whole calendar years covering every date the facts reference
-Build = Literal["facts", "dimension", "large_dimension", "calendar"]
+Build = Literal["facts", "dimension", "large_dimension", "history", "calendar"]
 
 
 @dataclass(frozen=True)
@@ -265,17 +311,16 @@ class WarehouseTable:
     build: Build
     key: str  # dimension primary key, or the fact's natural (source) id
     columns: tuple[WarehouseColumn, ...]
-    sources: tuple[str, ...]  # totesys tables it is derived from
+    sources: tuple[str, ...]  # totesys tables it is derived from, the one its rows follow first
     description: str
     surrogate_key: str | None = None  # facts: SERIAL *_record_id generated by the warehouse
     # Rules beyond those the columns imply (unique key, NOT NULL, references, text dates): accepted
     # values, impossible values (errors: a fact row breaking one is quarantined) and the spec's ranges
     # (warnings, never enforced). See `rules`.
     column_rules: tuple[Rule, ...] = ()
-    # Facts: warehouse column -> source column where the name changes.
-    renames: dict[str, str] = field(default_factory=dict)
     # Dimensions joined from two sources: lookup source -> column of the first source that references it.
     joins: dict[str, str] = field(default_factory=dict)
+    history_of: str | None = None  # a history table: the dimension whose states it keeps
 
     @property
     def is_dimension(self) -> bool:
@@ -284,6 +329,10 @@ class WarehouseTable:
     @property
     def is_fact(self) -> bool:
         return self.build == "facts"
+
+    @property
+    def is_history(self) -> bool:
+        return self.build == "history"
 
     @property
     def data_columns(self) -> tuple[WarehouseColumn, ...]:
@@ -296,9 +345,11 @@ class WarehouseTable:
 
     @property
     def version_key(self) -> tuple[str, ...]:
-        """What identifies one row: a fact row version, or a dimension member."""
+        """What identifies one row: a fact row version, a dimension member, or a member's state."""
         if self.is_fact:
             return (self.key, "last_updated_date", "last_updated_time")
+        if self.is_history:
+            return (self.key, VALID_FROM)
         return (self.key,)
 
     @property
@@ -310,13 +361,35 @@ class WarehouseTable:
         """The single source table of a fact or delta dimension."""
         return SOURCE_TABLES_BY_NAME[self.sources[0]]
 
+    def column(self, name: str) -> WarehouseColumn:
+        return next(c for c in self.columns if c.name == name)
+
+    def origin(self, column: WarehouseColumn) -> tuple[str, str] | None:
+        """(source table, source column) a column is derived from; None for a computed or validity column."""
+        if column.derivation in ("computed", "validity"):
+            return None
+        table, _, name = (column.source or column.name).rpartition(".")
+        return table or self.sources[0], name
+
+    def lineage(self, column: WarehouseColumn) -> list[tuple[str, str]]:
+        """Every (source table, source column) the column's values come from (none: computed)."""
+        if column.derivation == "validity":
+            return [(s, SOURCE_TABLES_BY_NAME[s].cursor) for s in self.sources]
+        origin = self.origin(column)
+        return [origin] if origin else []
+
+    def describe(self, column: WarehouseColumn) -> str:
+        """One line on what the column holds: the catalog's, else its source column's and how it is derived."""
+        if column.description:
+            return column.description
+        table, name = self.origin(column)  # type: ignore[misc]
+        said = SOURCE_TABLES_BY_NAME[table].column(name).description
+        return said if column.derivation == "copy" else f"{said}: {HOW[column.derivation]}"
+
     @property
     def text_date_columns(self) -> tuple[str, ...]:
-        """Fact date columns held as YYYY-MM-DD text at the source (the stamps' dates are derived)."""
-        if not self.is_fact:
-            return ()
-        stamps = {f"{stem}_date" for stem in ("created", "last_updated")}
-        return tuple(c.name for c in self.data_columns if c.pg_type == "date" and c.name not in stamps)
+        """Columns held as YYYY-MM-DD text at the source."""
+        return tuple(c.name for c in self.data_columns if c.derivation == "text_date")
 
     @cached_property
     def rules(self) -> tuple[Rule, ...]:
@@ -344,26 +417,45 @@ class WarehouseTable:
 
 
 _FACT_STAMPS = (
-    ("created_date", "date", False, "dim_date"),
-    ("created_time", "time"),
-    ("last_updated_date", "date", False, "dim_date"),
-    ("last_updated_time", "time"),
+    col("created_date", "date", references="dim_date", source="created_at", derivation="date_part"),
+    col("created_time", "time", source="created_at", derivation="time_part"),
+    col("last_updated_date", "date", references="dim_date", source="last_updated", derivation="date_part"),
+    col("last_updated_time", "time", source="last_updated", derivation="time_part"),
 )
 
-WAREHOUSE_TABLES: tuple[WarehouseTable, ...] = (
+
+def _text_date(name: str) -> WarehouseColumn:
+    return col(name, "date", references="dim_date", derivation="text_date")
+
+
+def _surrogate(name: str, what: str) -> WarehouseColumn:
+    return col(
+        name, "integer", derivation="computed", description=f"Warehouse-generated key, one per version of {what}"
+    )
+
+
+def _calendar(name: str, pg_type: str, description: str) -> WarehouseColumn:
+    return col(name, pg_type, derivation="computed", description=description)
+
+
+def _legal(name: str) -> str:
+    return f"address.{name}"
+
+
+STAR_TABLES: tuple[WarehouseTable, ...] = (
     WarehouseTable(
         "dim_date",
         "calendar",
         "date_id",
         _wcols(
-            ("date_id", "date"),
-            ("year", "integer"),
-            ("month", "integer"),
-            ("day", "integer"),
-            ("day_of_week", "integer"),
-            ("day_name", "varchar"),
-            ("month_name", "varchar"),
-            ("quarter", "integer"),
+            _calendar("date_id", "date", "The day"),
+            _calendar("year", "integer", "Calendar year"),
+            _calendar("month", "integer", "Month number, 1 (January) to 12"),
+            _calendar("day", "integer", "Day of the month"),
+            _calendar("day_of_week", "integer", "ISO day of the week: 1 (Monday) to 7 (Sunday)"),
+            _calendar("day_name", "varchar", "English name of the weekday"),
+            _calendar("month_name", "varchar", "English name of the month"),
+            _calendar("quarter", "integer", "Quarter of the year, 1 to 4"),
         ),
         ("sales_order", "purchase_order", "payment"),
         "Calendar dimension: one row per day, whole years covering every date a fact references.",
@@ -376,8 +468,8 @@ WAREHOUSE_TABLES: tuple[WarehouseTable, ...] = (
             ("staff_id", "integer"),
             ("first_name", "varchar"),
             ("last_name", "varchar"),
-            ("department_name", "varchar"),
-            ("location", "varchar", True),
+            col("department_name", "varchar", source="department.department_name"),
+            col("location", "varchar", True, source="department.location"),
             ("email_address", "varchar"),
         ),
         ("staff", "department"),
@@ -389,7 +481,7 @@ WAREHOUSE_TABLES: tuple[WarehouseTable, ...] = (
         "dimension",
         "location_id",
         _wcols(
-            ("location_id", "integer"),
+            col("location_id", "integer", source="address_id"),
             ("address_line_1", "varchar"),
             ("address_line_2", "varchar", True),
             ("district", "varchar", True),
@@ -418,7 +510,17 @@ WAREHOUSE_TABLES: tuple[WarehouseTable, ...] = (
         "dim_currency",
         "dimension",
         "currency_id",
-        _wcols(("currency_id", "integer"), ("currency_code", "varchar"), ("currency_name", "varchar")),
+        _wcols(
+            ("currency_id", "integer"),
+            ("currency_code", "varchar"),
+            col(
+                "currency_name",
+                "varchar",
+                source="currency_code",
+                derivation="english_name",
+                description="English name of the currency (British pound, United States dollar, Euro)",
+            ),
+        ),
         ("currency",),
         "Currency dimension: latest version of each currency, with its English name.",
         column_rules=(AcceptedValues("currency_code", values=("GBP", "USD", "EUR")),),
@@ -430,13 +532,13 @@ WAREHOUSE_TABLES: tuple[WarehouseTable, ...] = (
         _wcols(
             ("counterparty_id", "integer"),
             ("counterparty_legal_name", "varchar"),
-            ("counterparty_legal_address_line_1", "varchar"),
-            ("counterparty_legal_address_line_2", "varchar", True),
-            ("counterparty_legal_district", "varchar", True),
-            ("counterparty_legal_city", "varchar"),
-            ("counterparty_legal_postal_code", "varchar"),
-            ("counterparty_legal_country", "varchar"),
-            ("counterparty_legal_phone_number", "varchar"),
+            col("counterparty_legal_address_line_1", "varchar", source=_legal("address_line_1")),
+            col("counterparty_legal_address_line_2", "varchar", True, source=_legal("address_line_2")),
+            col("counterparty_legal_district", "varchar", True, source=_legal("district")),
+            col("counterparty_legal_city", "varchar", source=_legal("city")),
+            col("counterparty_legal_postal_code", "varchar", source=_legal("postal_code")),
+            col("counterparty_legal_country", "varchar", source=_legal("country")),
+            col("counterparty_legal_phone_number", "varchar", source=_legal("phone")),
         ),
         ("counterparty", "address"),
         "Counterparty dimension: latest version of each counterparty with its legal address.",
@@ -474,17 +576,17 @@ WAREHOUSE_TABLES: tuple[WarehouseTable, ...] = (
         "facts",
         "sales_order_id",
         _wcols(
-            ("sales_record_id", "integer"),
+            _surrogate("sales_record_id", "a sales order"),
             ("sales_order_id", "integer"),
             *_FACT_STAMPS,
-            ("sales_staff_id", "integer", False, "dim_staff"),
+            col("sales_staff_id", "integer", references="dim_staff", source="staff_id"),
             ("counterparty_id", "integer", False, "dim_counterparty"),
             ("units_sold", "integer"),
             ("unit_price", "numeric(10,2)"),
             ("currency_id", "integer", False, "dim_currency"),
             ("design_id", "integer", False, "dim_design"),
-            ("agreed_payment_date", "date", False, "dim_date"),
-            ("agreed_delivery_date", "date", False, "dim_date"),
+            _text_date("agreed_payment_date"),
+            _text_date("agreed_delivery_date"),
             ("agreed_delivery_location_id", "integer", False, "dim_location"),
         ),
         ("sales_order",),
@@ -496,14 +598,13 @@ WAREHOUSE_TABLES: tuple[WarehouseTable, ...] = (
             WithinRange("units_sold", "warning", low=1000, high=100000),
             WithinRange("unit_price", "warning", low=2.0, high=4.0),
         ),
-        renames={"sales_staff_id": "staff_id"},
     ),
     WarehouseTable(
         "fact_purchase_order",
         "facts",
         "purchase_order_id",
         _wcols(
-            ("purchase_record_id", "integer"),
+            _surrogate("purchase_record_id", "a purchase order"),
             ("purchase_order_id", "integer"),
             *_FACT_STAMPS,
             ("staff_id", "integer", False, "dim_staff"),
@@ -512,8 +613,8 @@ WAREHOUSE_TABLES: tuple[WarehouseTable, ...] = (
             ("item_quantity", "integer"),
             ("item_unit_price", "numeric(10,2)"),
             ("currency_id", "integer", False, "dim_currency"),
-            ("agreed_delivery_date", "date", False, "dim_date"),
-            ("agreed_payment_date", "date", False, "dim_date"),
+            _text_date("agreed_delivery_date"),
+            _text_date("agreed_payment_date"),
             ("agreed_delivery_location_id", "integer", False, "dim_location"),
         ),
         ("purchase_order",),
@@ -531,7 +632,7 @@ WAREHOUSE_TABLES: tuple[WarehouseTable, ...] = (
         "facts",
         "payment_id",
         _wcols(
-            ("payment_record_id", "integer"),
+            _surrogate("payment_record_id", "a payment"),
             ("payment_id", "integer"),
             *_FACT_STAMPS,
             ("transaction_id", "integer", False, "dim_transaction"),
@@ -540,7 +641,7 @@ WAREHOUSE_TABLES: tuple[WarehouseTable, ...] = (
             ("currency_id", "integer", False, "dim_currency"),
             ("payment_type_id", "integer", False, "dim_payment_type"),
             ("paid", "boolean"),
-            ("payment_date", "date", False, "dim_date"),
+            _text_date("payment_date"),
         ),
         ("payment",),
         "Payment facts: one row per version of each payment (a payment marked paid adds a row).",
@@ -548,6 +649,37 @@ WAREHOUSE_TABLES: tuple[WarehouseTable, ...] = (
         column_rules=(WithinRange("payment_amount", "warning", low=0.0, high=100_000_000.0),),
     ),
 )
+
+VALID_FROM, VALID_TO, IS_CURRENT = "valid_from", "valid_to", "is_current"
+_VALIDITY = (
+    col(
+        VALID_FROM, "timestamp", derivation="validity", description="When this state began (the source's last_updated)"
+    ),
+    col(
+        VALID_TO, "timestamp", True, derivation="validity", description="When the next state began; empty while current"
+    ),
+    col(IS_CURRENT, "boolean", derivation="validity", description="Whether this is the member's current state"),
+)
+
+
+def history_table(dimension: WarehouseTable) -> WarehouseTable:
+    """`<dimension>_history`: every distinct state of each member, with when it held."""
+    what = dimension.description.split(":", 1)[0].lower()
+    return WarehouseTable(
+        f"{dimension.name}_history",
+        "history",
+        dimension.key,
+        dimension.columns + _VALIDITY,
+        dimension.sources,
+        f"History of the {what}: every distinct state of each member, valid from its change to the next.",
+        column_rules=dimension.column_rules,
+        joins=dimension.joins,
+        history_of=dimension.name,
+    )
+
+
+HISTORY_TABLES = tuple(history_table(t) for t in STAR_TABLES if t.is_dimension)
+WAREHOUSE_TABLES: tuple[WarehouseTable, ...] = STAR_TABLES + HISTORY_TABLES
 WAREHOUSE_TABLES_BY_NAME = {t.name: t for t in WAREHOUSE_TABLES}
 
 # English currency names (the source has codes only). Unknown codes get their code as name.

@@ -17,9 +17,8 @@ from totesys_platform.resources.alerts import AlertSettings
 from totesys_platform.source.simulator import Simulator
 from totesys_platform_tests.conftest import check_evaluation, free_port, make_settings, run_graph, wait_for_mail
 
-ALL_ASSETS = (
-    34 + len(REPORTS) + 1
-)  # 11 raw, 11 processed, 11 warehouse and source_deletions, the reports, the dashboard
+# 11 raw; 11 processed and 7 histories; the same 18 in the warehouse and source_deletions; reports; dashboard
+ALL_ASSETS = 11 + 18 + 18 + 1 + len(REPORTS) + 1
 
 
 def evaluate(defs: dg.Definitions, instance, cursor=None):
@@ -94,8 +93,8 @@ def test_warehouse_assets_carry_the_30_minute_freshness_policy_and_retries(tmp_p
         "reconcile_source_with_the_lake",
     )
     asset_steps = [n for n in job.graph.node_defs if not n.name.endswith(check_steps)]
-    # One raw multi-asset, 11 processed, 11 warehouse and source_deletions, one reports multi-asset.
-    assert len(asset_steps) == 25
+    # One raw multi-asset, 18 processed, 18 warehouse and source_deletions, one reports multi-asset.
+    assert len(asset_steps) == 39
     assert all(node.retry_policy and node.retry_policy.max_retries == 2 for node in asset_steps)
     assert {s.name for s in defs.sensors} == {
         "totesys_change_sensor",

@@ -45,7 +45,8 @@ def test_materialize_says_each_stage_in_order_and_keeps_the_event_log_in_a_file(
     stages = [m.groups() for m in stages if m]
     assert [s[0] for s in stages] == ["raw", "processed", "warehouse", "reports"]
     assert stages[0][1] == "11" and int(stages[0][2].replace(",", "")) == source_rows(platform.source_url)
-    assert stages[1][1] == "11" and stages[2][1] == "12"  # the warehouse: the spec's tables and source_deletions
+    # processed: the spec's tables and the 7 histories; the warehouse: the same and source_deletions
+    assert stages[1][1] == "18" and stages[2][1] == "19"
     assert "succeeded" in lines[-1] and "STEP_OUTPUT" not in done.stdout + done.stderr  # no event log on screen
     log_path = Path(re.search(r"event log: (\S+)", lines[-1]).group(1))
     assert log_path.is_file() and "STEP_SUCCESS" in log_path.read_text()

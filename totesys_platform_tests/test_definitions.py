@@ -74,7 +74,7 @@ def test_dg_checks_and_lists_the_definitions_from_the_project_root(tmp_path):
         [str(BIN / "dg"), "list", "defs", "--json"], env=env, cwd=REPO, capture_output=True, text=True, check=True
     )
     defs = json.loads(listed.stdout)
-    assert len(defs["assets"]) == 34 + len(REPORTS) + 1
+    assert len(defs["assets"]) == 11 + 18 + 18 + 1 + len(REPORTS) + 1
     assert {s["name"] for s in defs["sensors"]} >= {"totesys_change_sensor"}
 
 
@@ -121,7 +121,7 @@ def test_webserver_serves_the_asset_graph_over_graphql(tmp_path, command):
             time.sleep(1)
         assert nodes, "the webserver did not serve the asset graph"
         by_key = {"/".join(n["assetKey"]["path"]): n for n in nodes}
-        assert len(by_key) == 34 + len(REPORTS) + 1
+        assert len(by_key) == 11 + 18 + 18 + 1 + len(REPORTS) + 1
         assert {"/".join(d["path"]) for d in by_key["processed/fact_payment"]["dependencyKeys"]} >= {"raw/payment"}
         assert {"/".join(d["path"]) for d in by_key["warehouse/fact_payment"]["dependencyKeys"]} >= {
             "processed/fact_payment"

@@ -103,7 +103,7 @@ def test_full_pipeline_on_the_production_profile_matches_the_local_run(aws, tmp_
             (run_id, "ASSET_MATERIALIZATION"),
         ).fetchone()[0]
         assert (
-            materialized == 34 + len(REPORTS) + 1
+            materialized == 11 + 18 + 18 + 1 + len(REPORTS) + 1
         )  # raw, processed, warehouse and source_deletions, reports, dashboard
     # Nothing secret reached the instance database.
     with psycopg.connect(aws["instance_db"]) as conn:

@@ -206,7 +206,7 @@ def test_chunked_extraction_spools_every_row_in_bounded_chunks(platform, tmp_pat
         ghost = SourceTable(
             "sales_order",
             "sales_order_id",
-            (*SOURCE_TABLES_BY_NAME["sales_order"].columns, SourceColumn("ghost", TEXT)),
+            (*SOURCE_TABLES_BY_NAME["sales_order"].columns, SourceColumn("ghost", TEXT, "a column the source lacks")),
             "x",
         )
         with source_snapshot(PostgresResource(url=platform.source_url)) as cursor:

@@ -218,7 +218,7 @@ def test_the_reconcile_command_reports_alerts_once_and_fails_clearly_when_it_can
 @pytest.mark.slow
 def test_what_the_reconciliation_found_reaches_the_warehouse_once_and_facts_keep_their_history(platform):
     from totesys_platform.catalog import WAREHOUSE_TABLES
-    from totesys_platform_tests.test_pipeline import EXPECTED_SQL, rows, warehouse_rows
+    from totesys_platform_tests.test_pipeline import EXPECTED_SQL, assert_history_holds_together, rows, warehouse_rows
     from totesys_platform_tests.test_reports import SOURCE_SQL, normalise, report_rows
 
     run_graph(platform)
@@ -228,6 +228,9 @@ def test_what_the_reconciliation_found_reaches_the_warehouse_once_and_facts_keep
     run_graph(platform)
 
     for table in WAREHOUSE_TABLES:
+        if table.is_history:
+            assert_history_holds_together(platform, table)
+            continue
         got = warehouse_rows(platform, table.name)
         expected = rows(platform.source_url, EXPECTED_SQL[table.name])
         if not table.is_fact:

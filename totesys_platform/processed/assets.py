@@ -22,6 +22,7 @@ from totesys_platform.processed.checks import (
     quality_check_result,
     quarantine_check_result,
 )
+from totesys_platform.processed.history import process_history
 from totesys_platform.raw.checks import raw_key
 from totesys_platform.resources.io_managers import LakeTable
 from totesys_platform.resources.lake import LakeZone, OldLayoutError, ZoneDataError
@@ -57,6 +58,8 @@ def _process(table: WarehouseTable, inputs: dict[str, LakeTable], processed_zone
         return process_facts(table, inputs[table.sources[0]], processed_zone, dims)
     if table.is_dimension:
         return process_dimension(table, inputs, processed_zone)
+    if table.is_history:
+        return process_history(table, inputs, processed_zone)
     return process_calendar(table, inputs, processed_zone, dt.date.today())
 
 

@@ -50,13 +50,20 @@ def state_table(table: WarehouseTable, source: str) -> str:
     return f"state/{table.name}/{source}"
 
 
+def versions_table(table: WarehouseTable, source: str) -> str:
+    """Every version of a history table's source (see history.py)."""
+    return f"state/{table.name}/{source}"
+
+
 def zone_tables(table: WarehouseTable) -> list[str]:
-    """The processed-zone tables a processed table's step reads and writes: its own, its quarantine (facts)
-    and its sources' state tables (a dimension joined from two sources)."""
+    """The processed-zone tables a processed table's step reads and writes: its own, its quarantine (facts),
+    its sources' state tables (a dimension joined from two sources) or versions tables (a history)."""
     tables = [table.name]
     if table.is_fact:
         tables.append(quarantine_table(table))
-    if table.joins:
+    if table.is_history:
+        tables += [versions_table(table, source) for source in table.sources]
+    elif table.joins:
         tables += [state_table(table, source) for source in table.sources]
     return tables
 
@@ -159,7 +166,7 @@ def process_facts(table: WarehouseTable, raw: LakeTable, processed: LakeZone, di
     return Outcome(output, metadata, quality, bad)
 
 
-def _for_each_source(work: Callable[[str], T], names: tuple[str, ...]) -> dict[str, T]:
+def for_each_source(work: Callable[[str], T], names: tuple[str, ...]) -> dict[str, T]:
     """`work` for each source of a dimension; for two sources in two threads at once: a change-feed read or
     a merge is a few milliseconds of Delta work in Rust, which does not hold Python's lock."""
     if len(names) == 1:
@@ -191,7 +198,7 @@ def _joined_rows(
 ) -> pl.DataFrame:
     """The dimension's rows for every key touched by a change of either source, from the state tables."""
     primary = SOURCE_TABLES_BY_NAME[table.sources[0]]
-    _for_each_source(lambda name: _merge_state(processed, table, name, new[name], until[name]), table.sources)
+    for_each_source(lambda name: _merge_state(processed, table, name, new[name], until[name]), table.sources)
     touched = pl.col(primary.primary_key).is_in(new[primary.name][primary.primary_key].implode())
     for lookup, column in table.joins.items():
         key = SOURCE_TABLES_BY_NAME[lookup].primary_key
@@ -220,7 +227,7 @@ def process_dimension(table: WarehouseTable, raws: dict[str, LakeTable], process
         return Outcome(
             None, {"dagster/row_count": 0, "changed": False}, evaluate_rules(table, pl.DataFrame(schema=table.schema))
         )
-    new = _for_each_source(lambda name: _latest_new(raws[name], done.get(name), until[name]), table.sources)  # type: ignore[arg-type]
+    new = for_each_source(lambda name: _latest_new(raws[name], done.get(name), until[name]), table.sources)  # type: ignore[arg-type]
     if table.joins:
         rows = _joined_rows(table, processed, new, until)  # type: ignore[arg-type]
     else:

@@ -16,9 +16,18 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from totesys_platform.catalog import CURRENCY_NAMES, WarehouseTable
+from totesys_platform.catalog import (
+    CURRENCY_NAMES,
+    IS_CURRENT,
+    SOURCE_TABLES_BY_NAME,
+    VALID_FROM,
+    VALID_TO,
+    WarehouseColumn,
+    WarehouseTable,
+)
 from totesys_platform.rules import ISO_DATE, Rule, applicable
 
+DELETED = "_deleted"  # a source version that says the row was deleted (history.py)
 QUARANTINE_SCHEMA = pl.Schema(
     {
         "warehouse_table": pl.String,
@@ -30,7 +39,6 @@ QUARANTINE_SCHEMA = pl.Schema(
         "raw_row": pl.String,
     }
 )
-STAMP_COLUMNS = {"created": "created_at", "last_updated": "last_updated"}
 
 
 def latest_versions(
@@ -53,8 +61,9 @@ def latest_versions(
     return frame[winners]
 
 
-def _conform(frame: pl.DataFrame, table: WarehouseTable) -> pl.DataFrame:
-    return frame.select(pl.col(name).cast(dtype) for name, dtype in table.schema.items())
+def _conform(frame: pl.DataFrame, table: WarehouseTable, missing: tuple[str, ...] = ()) -> pl.DataFrame:
+    """The table's columns in order and types (`missing`: left out, made later)."""
+    return frame.select(pl.col(name).cast(dtype) for name, dtype in table.schema.items() if name not in missing)
 
 
 # --- Facts -------------------------------------------------------------------------------------
@@ -66,21 +75,49 @@ class FactBatch:
     quarantine: pl.DataFrame
 
 
-def fact_expressions(table: WarehouseTable, parse_dates: bool = True) -> list[pl.Expr]:
-    """How each warehouse column of a fact is derived from its source row (text dates kept as text when
-    `parse_dates` is false, so that the rules see what the source holds)."""
+DERIVATIONS: dict[str, Callable[[pl.Expr], pl.Expr]] = {
+    "copy": lambda value: value,
+    "date_part": lambda stamp: stamp.dt.date(),
+    "time_part": lambda stamp: stamp.dt.time(),
+    "text_date": lambda text: text.str.strptime(pl.Date, ISO_DATE, strict=False),
+    "english_name": lambda code: code.replace_strict(CURRENCY_NAMES, default=code),
+}
+
+
+def _reference(table: WarehouseTable, column: WarehouseColumn) -> str:
+    """The frame column holding a column's source value: its name in the first source's rows, or
+    `<lookup>.<column>` for a column of a joined source (see `with_lookups`)."""
+    source, name = table.origin(column)  # type: ignore[misc]
+    return name if source == table.sources[0] else f"{source}.{name}"
+
+
+def column_expressions(table: WarehouseTable, parse_dates: bool = True) -> list[pl.Expr]:
+    """How each derived warehouse column comes from its source row, as the catalog says (text dates kept as
+    text when `parse_dates` is false, so that the rules see what the source holds)."""
     exprs = []
     for column in table.data_columns:
-        stem = column.name.rsplit("_", 1)[0]
-        if stem in STAMP_COLUMNS and column.name.endswith(("_date", "_time")):
-            stamp = pl.col(STAMP_COLUMNS[stem])
-            exprs.append((stamp.dt.date() if column.name.endswith("_date") else stamp.dt.time()).alias(column.name))
-        elif column.name in table.text_date_columns:
-            text = pl.col(column.name)
-            exprs.append(text.str.strptime(pl.Date, ISO_DATE, strict=False) if parse_dates else text)
-        else:
-            exprs.append(pl.col(table.renames.get(column.name, column.name)).alias(column.name))
+        if table.origin(column) is None:
+            continue
+        derive = DERIVATIONS[column.derivation]
+        value = pl.col(_reference(table, column))
+        exprs.append(
+            (value if column.derivation == "text_date" and not parse_dates else derive(value)).alias(column.name)
+        )
     return exprs
+
+
+def with_lookups(table: WarehouseTable, rows: pl.DataFrame, lookups: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """`rows` of the first source with the columns the table takes from each joined source, named
+    `<lookup>.<column>` (a left join: a missing lookup row leaves them empty, for the rules to catch)."""
+    for lookup, link in table.joins.items():
+        key = SOURCE_TABLES_BY_NAME[lookup].primary_key
+        taken = [origin[1] for c in table.data_columns if (origin := table.origin(c)) and origin[0] == lookup]
+        extra = [c for c in lookups[lookup].columns if c.startswith("_")]
+        right = lookups[lookup].select(
+            pl.col(key).alias(link), *extra, *(pl.col(n).alias(f"{lookup}.{n}") for n in taken)
+        )
+        rows = rows.join(right, on=link, how="left", suffix=f"_{lookup}")
+    return rows
 
 
 def quarantine_rules(table: WarehouseTable) -> tuple[Rule, ...]:
@@ -105,7 +142,7 @@ def build_facts(
 ) -> FactBatch:
     """Every source row version as a fact row, or a quarantine row naming the rules it breaks and why."""
     source = table.source
-    derived = raw.with_columns(fact_expressions(table, parse_dates=False))
+    derived = raw.with_columns(column_expressions(table, parse_dates=False))
     good, failing = _split_failures(derived, applicable(quarantine_rules(table), dimension_keys or {}))
     quarantine = failing.select(
         warehouse_table=pl.lit(table.name),
@@ -123,82 +160,85 @@ def build_facts(
 # --- Dimensions -----------------------------------------------------------------------------
 
 
-def dim_staff(staff: pl.DataFrame, department: pl.DataFrame) -> pl.DataFrame:
-    departments = latest_versions(department, "department_id").select("department_id", "department_name", "location")
-    return (
-        latest_versions(staff, "staff_id")
-        .join(departments, on="department_id", how="left")
-        .select("staff_id", "first_name", "last_name", "department_name", "location", "email_address")
-    )
-
-
-def dim_location(address: pl.DataFrame) -> pl.DataFrame:
-    return latest_versions(address, "address_id").select(
-        pl.col("address_id").alias("location_id"),
-        "address_line_1",
-        "address_line_2",
-        "district",
-        "city",
-        "postal_code",
-        "country",
-        "phone",
-    )
-
-
-def dim_design(design: pl.DataFrame) -> pl.DataFrame:
-    return latest_versions(design, "design_id").select("design_id", "design_name", "file_location", "file_name")
-
-
-def dim_currency(currency: pl.DataFrame) -> pl.DataFrame:
-    return latest_versions(currency, "currency_id").select(
-        "currency_id",
-        "currency_code",
-        pl.col("currency_code").replace_strict(CURRENCY_NAMES, default=pl.col("currency_code")).alias("currency_name"),
-    )
-
-
-def dim_counterparty(counterparty: pl.DataFrame, address: pl.DataFrame) -> pl.DataFrame:
-    legal = latest_versions(address, "address_id").select(
-        pl.col("address_id").alias("legal_address_id"),
-        pl.col("address_line_1").alias("counterparty_legal_address_line_1"),
-        pl.col("address_line_2").alias("counterparty_legal_address_line_2"),
-        pl.col("district").alias("counterparty_legal_district"),
-        pl.col("city").alias("counterparty_legal_city"),
-        pl.col("postal_code").alias("counterparty_legal_postal_code"),
-        pl.col("country").alias("counterparty_legal_country"),
-        pl.col("phone").alias("counterparty_legal_phone_number"),
-    )
-    return (
-        latest_versions(counterparty, "counterparty_id")
-        .join(legal, on="legal_address_id", how="left")
-        .drop("legal_address_id", "commercial_contact", "delivery_contact", "created_at", "last_updated")
-    )
-
-
-def dim_payment_type(payment_type: pl.DataFrame) -> pl.DataFrame:
-    return latest_versions(payment_type, "payment_type_id").select("payment_type_id", "payment_type_name")
-
-
-def dim_transaction(transaction: pl.DataFrame) -> pl.DataFrame:
-    return latest_versions(transaction, "transaction_id").select(
-        "transaction_id", "transaction_type", "sales_order_id", "purchase_order_id"
-    )
-
-
-DIMENSION_BUILDERS: dict[str, Callable[..., pl.DataFrame]] = {
-    "dim_staff": dim_staff,
-    "dim_location": dim_location,
-    "dim_design": dim_design,
-    "dim_currency": dim_currency,
-    "dim_counterparty": dim_counterparty,
-    "dim_payment_type": dim_payment_type,
-    "dim_transaction": dim_transaction,
-}
-
-
 def build_dimension(table: WarehouseTable, sources: dict[str, pl.DataFrame]) -> pl.DataFrame:
-    """The dimension from its source tables' row versions, in the warehouse's column order and types."""
-    return _conform(DIMENSION_BUILDERS[table.name](**sources), table)
+    """The dimension from its source tables' row versions: the latest version of each member with the
+    latest version of what it joins, in the warehouse's column order and types."""
+    primary = table.source
+    rows = latest_versions(sources[primary.name], primary.primary_key)
+    lookups = {name: latest_versions(sources[name], SOURCE_TABLES_BY_NAME[name].primary_key) for name in table.joins}
+    return _conform(with_lookups(table, rows, lookups).select(column_expressions(table)), table)
+
+
+# --- Dimension history ----------------------------------------------------------------------
+
+
+def _intervals(versions: pl.DataFrame, key: str, cursor: str, order: str | None, open_start: bool) -> pl.DataFrame:
+    """Each version of each key with `_from` (its cursor; empty for the first when `open_start`: a lookup's
+    earliest known version stands for all time before it) and `_to` (the next version's cursor, empty for the
+    last). Versions with the same cursor: the one committed last (`order`), then the last to arrive, wins."""
+    ordering = [key, cursor, *([order] if order and order in versions.columns else [])]
+    ordered = versions.with_row_index("_arrival").sort([*ordering, "_arrival"])
+    ordered = ordered.unique([key, cursor], keep="last", maintain_order=True)
+    first = pl.col(key).ne_missing(pl.col(key).shift(1))
+    start = pl.when(first).then(None).otherwise(pl.col(cursor)) if open_start else pl.col(cursor)
+    following = pl.when(pl.col(key).eq_missing(pl.col(key).shift(-1))).then(pl.col(cursor).shift(-1))
+    return ordered.with_columns(start.alias("_from"), following.alias("_to")).drop("_arrival")
+
+
+def history_rows(table: WarehouseTable, versions: dict[str, pl.DataFrame], order: str | None = None) -> pl.DataFrame:
+    """Every distinct state of the members whose versions are given (all of them), with its validity.
+
+    A member's state changes when a version of it, or of what it joins (a department for staff, an address
+    for a counterparty), takes effect: the member's versions are cut at the joined rows' version times.
+    Consecutive equal states are one state; `valid_to` is when the next began (empty: current). A version
+    flagged `_deleted` (the reconciliation found the row deleted) ends the member's last state. A state that
+    breaks an error rule is left out when a later one follows (the blocking check stops a current one)."""
+    primary = table.source
+    rows = _intervals(versions[primary.name], primary.primary_key, primary.cursor, order, open_start=False)
+    lookups = {}
+    for name in table.joins:
+        source = SOURCE_TABLES_BY_NAME[name]
+        lookups[name] = _intervals(versions[name], source.primary_key, source.cursor, order, open_start=True).rename(
+            {"_from": f"_from_{name}", "_to": f"_to_{name}"}
+        )
+    rows = with_lookups(table, rows, lookups)
+    for name in table.joins:  # the pieces of each member version during which one lookup version held
+        begins, ends = pl.col(f"_from_{name}"), pl.col(f"_to_{name}")
+        overlaps = (ends.is_null() | (ends > pl.col("_from"))) & (
+            begins.is_null() | pl.col("_to").is_null() | (begins < pl.col("_to"))
+        )
+        rows = rows.filter(overlaps).with_columns(
+            pl.max_horizontal("_from", begins).alias("_from"), pl.min_horizontal("_to", ends).alias("_to")
+        )
+    deleted = pl.col(DELETED).fill_null(False) if DELETED in rows.columns else pl.lit(False)
+    states = rows.select(*column_expressions(table), pl.col("_from").alias(VALID_FROM), deleted.alias(DELETED))
+    states = _conform_with(states, table, DELETED).sort(table.key, VALID_FROM)
+    return _validity(table, _without_broken_states(table, states)).filter(~pl.col(DELETED)).drop(DELETED)
+
+
+def _conform_with(frame: pl.DataFrame, table: WarehouseTable, *more: str) -> pl.DataFrame:
+    held = [pl.col(n).cast(t) for n, t in table.schema.items() if n in frame.columns]
+    return frame.select(*held, *more)
+
+
+def _without_broken_states(table: WarehouseTable, states: pl.DataFrame) -> pl.DataFrame:
+    """States breaking a row-level error rule, but for each member's last."""
+    pairs = applicable(tuple(r for r in quarantine_rules(table) if r.column in states.columns), {})
+    if not pairs:
+        return states
+    broken = pl.any_horizontal([p.fill_null(False) for _, p in pairs]) & ~pl.col(DELETED)
+    last = pl.col(table.key).ne_missing(pl.col(table.key).shift(-1))
+    return states.filter(~broken | last)
+
+
+def _validity(table: WarehouseTable, states: pl.DataFrame) -> pl.DataFrame:
+    """One row per run of equal states (sorted by member and start), with its end and whether it is current."""
+    values = [c.name for c in table.data_columns if table.origin(c) is not None]
+    changed = pl.any_horizontal([pl.col(c).ne_missing(pl.col(c).shift(1)) for c in [*values, DELETED]])
+    states = states.filter(changed)
+    key = pl.col(table.key)
+    ends_at = pl.when(key.eq_missing(key.shift(-1))).then(pl.col(VALID_FROM).shift(-1))
+    return states.with_columns(ends_at.alias(VALID_TO)).with_columns(pl.col(VALID_TO).is_null().alias(IS_CURRENT))
 
 
 # --- dim_date -------------------------------------------------------------------------------

@@ -46,9 +46,13 @@ class LakeTable:
     def version(self) -> int | None:
         return self.zone.version(self.name)
 
-    def changes(self, after: int | None, until: int | None = None, columns=None) -> Iterator[pl.DataFrame]:
-        """Rows inserted or updated by the commits after `after` up to `until`, with `_commit_version`."""
-        for frame in self.zone.changes(self.name, after, columns=columns):
+    def changes(
+        self, after: int | None, until: int | None = None, columns=None, with_deletes: bool = False
+    ) -> Iterator[pl.DataFrame]:
+        """Rows inserted or updated by the commits after `after` up to `until`, with `_commit_version`; with
+        `with_deletes`, the rows they deleted too, and each row's `_change_type`."""
+        kinds = ("insert", "update_postimage", *(("delete",) if with_deletes else ()))
+        for frame in self.zone.changes(self.name, after, columns=columns, kinds=kinds):
             if until is not None and (frame["_commit_version"].max() or 0) > until:  # type: ignore[operator]
                 frame = frame.filter(pl.col("_commit_version") <= until)
             if frame.height:
@@ -83,6 +87,8 @@ class TableMerge:
     frame: pl.DataFrame
     key: str
     metadata: dict
+    match: tuple[str, ...] | None = None  # merged on these columns instead of `key` (a history table)
+    removed: pl.DataFrame | None = None  # rows to delete, by their `match` values
     commit: Commit | None = field(default=None, init=False)
 
 
@@ -109,6 +115,8 @@ class LakeIOManager(dg.IOManager):
                 empty_schema=empty,
                 stats_columns=obj.stats_columns,
             )
+        elif isinstance(obj, TableMerge) and obj.match:
+            obj.commit = self.zone.merge_rows(name, obj.frame, obj.match, obj.removed, obj.metadata)
         elif isinstance(obj, TableMerge):
             obj.commit = self.zone.merge(name, obj.frame, obj.key, obj.metadata)
         elif isinstance(obj, (pl.DataFrame, pl.LazyFrame)):  # a user's own asset: appended as it is

@@ -52,6 +52,9 @@ from totesys_platform.settings import s3_storage_options
 T = TypeVar("T")
 
 
+REMOVED = "_removed"  # merge_rows: a source row that deletes its match
+
+
 class ZoneUnavailableError(RuntimeError):
     """The zone's bucket or folder is missing, unreachable or not writable."""
 
@@ -225,7 +228,8 @@ class LakeZone(dg.ConfigurableResource):
         self, name: str, after: int | None, columns: list[str] | None = None, kinds=("insert", "update_postimage")
     ) -> Iterator[pl.DataFrame]:
         """Rows that commits after version `after` inserted or updated (all commits when None), a bounded
-        batch at a time, with their `_commit_version`; only the files those commits added are read."""
+        batch at a time, with their `_commit_version` (and `_change_type` when deletes are among `kinds`);
+        only the files those commits added are read."""
         table = self.table(name)
         start = 0 if after is None else after + 1
         if table is None or table.version() < start:
@@ -244,7 +248,8 @@ class LakeZone(dg.ConfigurableResource):
                 if not wanted_rows.all():  # (an append-only table's feed is all inserts: no copy)
                     frame = frame.filter(wanted_rows)  # type: ignore[union-attr]
                 if frame.height:
-                    pending.append(frame.drop("_change_type", "_commit_timestamp", strict=False))  # type: ignore[union-attr]
+                    dropped = ("_commit_timestamp",) if "delete" in kinds else ("_change_type", "_commit_timestamp")
+                    pending.append(frame.drop(*dropped, strict=False))  # type: ignore[union-attr]
                     pending_rows += frame.height
                 if pending_rows >= CHANGE_CHUNK_ROWS:
                     yield pl.concat(pending, how="vertical_relaxed")
@@ -454,6 +459,37 @@ class LakeZone(dg.ConfigurableResource):
             )
             .when_matched_update_all(predicate=changed)
             .when_not_matched_insert_all()
+            .execute()
+        )
+        self._compact(table, metadata, more_than=COMPACT_AFTER_FILES, target=COMPACT_MERGED_TARGET_BYTES)
+        return self._committed(name, metadata, frame.height, created=False)
+
+    def merge_rows(
+        self, name: str, frame: pl.DataFrame, match: tuple[str, ...], removed: pl.DataFrame | None, metadata: dict
+    ) -> Commit:
+        """Upsert `frame` on the columns `match` and delete the rows `removed` (their `match` values) in one
+        commit carrying `metadata` (a history table: a member's states, one per valid_from)."""
+        table = self.table(name)
+        if table is None:
+            return self.merge(name, frame, match[0], metadata)
+        self._upgrade_configuration(name, table, TABLE_CONFIGURATION)
+        flagged = frame.with_columns(pl.lit(False).alias(REMOVED))
+        if removed is not None and removed.height:
+            flagged = pl.concat([flagged, removed.with_columns(pl.lit(True).alias(REMOVED))], how="diagonal_relaxed")
+        on = " AND ".join(f"t.{c} = s.{c}" for c in match) + key_filter(flagged, match[0])
+        values = {c: f"s.{c}" for c in frame.columns}
+        changed = " OR ".join(f"(t.{c} IS DISTINCT FROM s.{c})" for c in frame.columns if c not in match) or "FALSE"
+        (
+            table.merge(
+                delta_safe(flagged).to_arrow(),
+                predicate=on,
+                source_alias="s",
+                target_alias="t",
+                commit_properties=self._commit_properties(metadata),
+            )
+            .when_matched_delete(predicate=f"s.{REMOVED}")
+            .when_matched_update(values, predicate=f"NOT s.{REMOVED} AND ({changed})")
+            .when_not_matched_insert(values, predicate=f"NOT s.{REMOVED}")
             .execute()
         )
         self._compact(table, metadata, more_than=COMPACT_AFTER_FILES, target=COMPACT_MERGED_TARGET_BYTES)

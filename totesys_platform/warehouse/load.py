@@ -140,14 +140,18 @@ def pending_rows(source: LakeTable, table: WarehouseTable, after: int | None, un
     """The rows to load, each with its Delta version in STAGE_ORDER: the table's rows at `until` when
     `after` is None, else the rows the commits after `after` inserted or updated."""
     columns = [c.name for c in table.data_columns]
+    deletes = table.is_history  # a history's merge deletes the states a back-dated version ended
 
     def frames() -> Iterator[pl.DataFrame]:
         batches = (
-            source.snapshot(until, columns) if after is None else source.changes(after, until=until, columns=columns)
+            source.snapshot(until, columns)
+            if after is None
+            else source.changes(after, until=until, columns=columns, with_deletes=deletes)
         )
         for frame in batches:
             order = pl.col("_commit_version").cast(pl.Int64) if "_commit_version" in frame.columns else pl.lit(0)
-            yield frame.select(*columns, order.alias(STAGE_ORDER))
+            deleted = pl.col("_change_type") == "delete" if "_change_type" in frame.columns else pl.lit(False)
+            yield frame.select(*columns, order.alias(STAGE_ORDER), *([deleted.alias(STAGE_DELETED)] if deletes else []))
 
     return frames
 
@@ -157,6 +161,7 @@ class ReferentialIntegrityError(RuntimeError):
 
 
 STAGE_ORDER = "_load_order"
+STAGE_DELETED = "_deleted"  # a history's staged row whose newest change deleted it
 
 
 def upsert_sql(table: WarehouseTable, schema: str, stage: str) -> sql.Composed:
@@ -180,10 +185,34 @@ def upsert_sql(table: WarehouseTable, schema: str, stage: str) -> sql.Composed:
     # DO UPDATE may touch a row once per statement: the newest staged row of each version key, inserted in
     # commit order (facts' surrogate keys follow the order the versions were committed).
     order = sql.Identifier(STAGE_ORDER)
+    kept = sql.SQL(" WHERE NOT {}").format(sql.Identifier(STAGE_DELETED)) if table.is_history else sql.SQL("")
     source = sql.SQL(
-        "SELECT {n} FROM (SELECT DISTINCT ON ({k}) {n}, {o} FROM {s} ORDER BY {k}, {o} DESC) AS newest ORDER BY {o}"
-    ).format(k=conflict, n=names, s=sql.Identifier(stage), o=order)
+        "SELECT {n} FROM (SELECT DISTINCT ON ({k}) {n}, {o}{d} FROM {s} ORDER BY {k}, {o} DESC) AS newest{w} ORDER BY {o}"
+    ).format(
+        k=conflict,
+        n=names,
+        s=sql.Identifier(stage),
+        o=order,
+        w=kept,
+        d=sql.SQL(", {}").format(sql.Identifier(STAGE_DELETED)) if table.is_history else sql.SQL(""),
+    )
     return sql.SQL("INSERT INTO {} AS t ({}) {} ON CONFLICT ({}) {}").format(target, names, source, conflict, action)
+
+
+def delete_sql(table: WarehouseTable, schema: str, stage: str) -> sql.Composed:
+    """Delete the rows whose newest staged change is a delete (a history's ended states)."""
+    key = sql.SQL(", ").join(map(sql.Identifier, table.version_key))
+    return sql.SQL(
+        "DELETE FROM {t} AS t USING (SELECT DISTINCT ON ({k}) {k}, {d} FROM {s} ORDER BY {k}, {o} DESC) AS newest"
+        " WHERE newest.{d} AND {on}"
+    ).format(
+        t=qualified(schema, table.name),
+        k=key,
+        d=sql.Identifier(STAGE_DELETED),
+        s=sql.Identifier(stage),
+        o=sql.Identifier(STAGE_ORDER),
+        on=sql.SQL(" AND ").join(sql.SQL("t.{0} = newest.{0}").format(sql.Identifier(c)) for c in table.version_key),
+    )
 
 
 def missing_references(
@@ -248,7 +277,9 @@ def _copy_into_empty(
     target = qualified(schema, table.name)
     try:
         with conn.transaction():  # a savepoint
-            rows = copy_frames(conn, target, (chunk.drop(STAGE_ORDER) for chunk in frames()))
+            rows = copy_frames(
+                conn, target, (chunk.drop(STAGE_ORDER, STAGE_DELETED, strict=False) for chunk in frames())
+            )
     except psycopg.errors.UniqueViolation:
         return None
     if check:
@@ -270,23 +301,32 @@ def _load_through_stage(
         )
     )
     conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint").format(stage, sql.Identifier(STAGE_ORDER)))
+    if table.is_history:
+        conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} boolean").format(stage, sql.Identifier(STAGE_DELETED)))
     staged = copy_frames(conn, stage, frames())
     if check:
         _check_references(conn, table, schema, stage)
-    # An upsert's row count includes the rows it updated: count the version keys it adds first.
-    key = table.version_key
+    # A history's ended states go first; an upsert's row count includes the rows it updated: count the version
+    # keys it adds before it.
+    removed = conn.execute(delete_sql(table, schema, stage_name)).rowcount if table.is_history else 0
+    key = sql.SQL(", ").join(map(sql.Identifier, table.version_key))
+    staged_keys = (
+        sql.SQL("SELECT DISTINCT ON ({k}) {k}, {d} FROM {s} ORDER BY {k}, {o} DESC").format(
+            k=key, d=sql.Identifier(STAGE_DELETED), s=stage, o=sql.Identifier(STAGE_ORDER)
+        )
+        if table.is_history
+        else sql.SQL("SELECT DISTINCT {k} FROM {s}").format(k=key, s=stage)
+    )
     new_members = conn.execute(
-        sql.SQL(
-            "SELECT count(*) FROM (SELECT DISTINCT {k} FROM {s}) s WHERE NOT EXISTS (SELECT 1 FROM {t} t WHERE {on})"
-        ).format(
-            k=sql.SQL(", ").join(map(sql.Identifier, key)),
-            s=stage,
+        sql.SQL("SELECT count(*) FROM ({staged}) s WHERE {kept}NOT EXISTS (SELECT 1 FROM {t} t WHERE {on})").format(
+            staged=staged_keys,
+            kept=sql.SQL("NOT s.{} AND ").format(sql.Identifier(STAGE_DELETED)) if table.is_history else sql.SQL(""),
             t=qualified(schema, table.name),
-            on=sql.SQL(" AND ").join(sql.SQL("t.{0} = s.{0}").format(sql.Identifier(c)) for c in key),
+            on=sql.SQL(" AND ").join(sql.SQL("t.{0} = s.{0}").format(sql.Identifier(c)) for c in table.version_key),
         )
     ).fetchone()[0]
     written = conn.execute(upsert_sql(table, schema, stage_name)).rowcount
-    return staged, written, new_members
+    return staged, written, new_members - removed
 
 
 def restart_summaries(conn: psycopg.Connection, schema: str, facts: list[str]) -> None:
