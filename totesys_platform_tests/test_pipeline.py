@@ -67,7 +67,7 @@ def assert_history_holds_together(settings, table) -> None:
     for row in sorted(got, key=lambda r: (r[0], r[-3])):
         by_member.setdefault(row[0], []).append(row)
     for member, states in by_member.items():
-        for before, after in zip(states, states[1:]):
+        for before, after in zip(states, states[1:], strict=False):
             assert before[-2] == after[-3] and not before[-1], (table.name, member, before, after)
             assert before[values] != after[values], (table.name, member, "two states alike in a row")
         assert states[-1][stamps][1:] == (None, True), (table.name, member, states[-1])
