@@ -15,11 +15,18 @@ class Summary:
 
     name: str
     fact: str  # a warehouse fact table
-    groups: tuple[tuple[str, str], ...]  # (column, SQL expression over a current-version row)
+    groups: tuple[tuple[str, str], ...]  # (column, SQL expression over a current-version row; {w}: the warehouse)
     measures: tuple[tuple[str, str], ...]  # (column, SQL expression summed); the first counts rows
 
 
 SALES = (("orders", "1"), ("units", "units_sold"), ("revenue", "units_sold * unit_price"))
+# The salesperson's department when the order version was booked (its last_updated), from their history: the
+# state that had not ended by then (the first known one, for a booking older than any captured state).
+# (Their current department while their history is not loaded yet.)
+DEPARTMENT_WHEN_BOOKED = """coalesce(
+    (SELECT h.department_name FROM {w}.dim_staff_history h WHERE h.staff_id = sales_staff_id
+       AND (h.valid_to IS NULL OR h.valid_to > last_updated_date + last_updated_time) ORDER BY h.valid_from LIMIT 1),
+    (SELECT s.department_name FROM {w}.dim_staff s WHERE s.staff_id = sales_staff_id))"""
 SUMMARIES: tuple[Summary, ...] = (
     Summary(
         "sum_sales_by_month",
@@ -43,6 +50,12 @@ SUMMARIES: tuple[Summary, ...] = (
         "sum_sales_by_staff",
         "fact_sales_order",
         (("staff_id", "sales_staff_id"), ("currency_id", "currency_id")),
+        SALES,
+    ),
+    Summary(
+        "sum_sales_by_department_when_booked",
+        "fact_sales_order",
+        (("department_name", DEPARTMENT_WHEN_BOOKED), ("currency_id", "currency_id")),
         SALES,
     ),
     Summary(
@@ -136,6 +149,26 @@ REPORTS: tuple[Report, ...] = (
            GROUP BY 1, 2, 3, 4""",
         Chart("bar", "staff_name", "revenue", top=20),
         "revenue DESC, staff_id, currency_code",
+    ),
+    Report(
+        "sales_by_department_as_booked",
+        "Sales by department: when booked and now",
+        "Sales director: what did each department sell, counting each order in the department its salesperson "
+        "was in when it was booked, beside the department they are in now?",
+        ("fact_sales_order", "dim_staff_history", "dim_staff", "dim_currency"),
+        """WITH booked AS (
+             SELECT department_name, currency_id, sum(orders)::bigint AS orders, sum(revenue) AS revenue
+             FROM {r}.sum_sales_by_department_when_booked GROUP BY 1, 2),
+           now AS (
+             SELECT st.department_name, s.currency_id, sum(s.orders)::bigint AS orders, sum(s.revenue) AS revenue
+             FROM {r}.sum_sales_by_staff s JOIN {w}.dim_staff st USING (staff_id) GROUP BY 1, 2)
+           SELECT department_name, c.currency_code,
+             coalesce(b.orders, 0) AS orders_when_booked, coalesce(b.revenue, 0) AS revenue_when_booked,
+             coalesce(n.orders, 0) AS orders_now, coalesce(n.revenue, 0) AS revenue_now
+           FROM booked b FULL JOIN now n USING (department_name, currency_id)
+             JOIN {w}.dim_currency c USING (currency_id)""",
+        Chart("bar", "department_name", "revenue_when_booked"),
+        "department_name, currency_code",
     ),
     Report(
         "purchase_spend_by_counterparty",

@@ -55,7 +55,7 @@ def ensure_report_views(conn: psycopg.Connection, warehouse_schema: str) -> str:
         conn.execute(sql.SQL("DELETE FROM {}.refresh_state").format(r))  # every summary starts again
         for summary in SUMMARIES:
             groups = sql.SQL(", ").join(
-                sql.SQL("{} AS {}").format(sql.SQL(e), sql.Identifier(n)) for n, e in summary.groups
+                sql.SQL("{} AS {}").format(_expression(e, w), sql.Identifier(n)) for n, e in summary.groups
             )
             measures = sql.SQL(", ").join(
                 sql.SQL("sum({}) AS {}").format(sql.SQL(e), sql.Identifier(n)) for n, e in summary.measures
@@ -163,7 +163,12 @@ def _newest_versions(w, table: WarehouseTable, columns: list[str]) -> sql.Compos
     )
 
 
-def _summary_insert(r: sql.Identifier, summary: Summary, rows: sql.Composable, *, signed: bool) -> sql.Composed:
+def _expression(text: str, w: sql.Identifier) -> sql.Composed:
+    """A summary's SQL expression, with the warehouse schema in place of {w}."""
+    return sql.SQL(text).format(w=w)
+
+
+def _summary_insert(w, r, summary: Summary, rows: sql.Composable, *, signed: bool) -> sql.Composed:
     """Sum the summary's measures over `rows` by its groups into its table. Signed: `rows` carry `_sign`
     (+1 a new current version, -1 the version it replaces) and the sums are added to those already there."""
     group_names = sql.SQL(", ").join(sql.Identifier(n) for n, _ in summary.groups)
@@ -174,7 +179,7 @@ def _summary_insert(r: sql.Identifier, summary: Summary, rows: sql.Composable, *
         s=sql.Identifier(summary.name),
         gn=group_names,
         mn=sql.SQL(", ").join(measure_names),
-        g=sql.SQL(", ").join(sql.SQL(e) for _, e in summary.groups),
+        g=sql.SQL(", ").join(_expression(e, w) for _, e in summary.groups),
         m=sql.SQL(", ").join(sql.SQL(measure).format(sql.SQL(e)) for _, e in summary.measures),
         rows=rows,
         gi=sql.SQL(", ").join(sql.SQL(str(i + 1)) for i in range(len(summary.groups))),
@@ -192,7 +197,7 @@ def _rebuild(conn, w, r, table: WarehouseTable, newest: int, summaries: list[Sum
     _truncate(conn, r, [s.name for s in summaries])
     fills = sql.SQL(", ").join(
         sql.SQL("{} AS ({})").format(
-            sql.Identifier(f"fill_{s.name}"), _summary_insert(r, s, sql.SQL("current_versions"), signed=False)
+            sql.Identifier(f"fill_{s.name}"), _summary_insert(w, r, s, sql.SQL("current_versions"), signed=False)
         )
         for s in summaries
     )
@@ -236,7 +241,7 @@ def _apply_changes(conn, w, r, table: WarehouseTable, since: int, newest: int, s
     )
     signed_rows = sql.SQL("(SELECT 1 AS _sign, * FROM delta_new UNION ALL SELECT -1, * FROM delta_old) d")
     for summary in summaries:
-        conn.execute(_summary_insert(r, summary, signed_rows, signed=True))
+        conn.execute(_summary_insert(w, r, summary, signed_rows, signed=True))
         conn.execute(
             sql.SQL("DELETE FROM {}.{} WHERE {} = 0").format(
                 r, sql.Identifier(summary.name), sql.Identifier(summary.measures[0][0])
