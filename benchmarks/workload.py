@@ -37,9 +37,7 @@ def rows_of(event) -> tuple[str, int]:
     materialization = event.event_specific_data.materialization
     stage = stage_of(event.step_key)
     metadata = materialization.metadata
-    if stage == "warehouse":
-        return stage, int(metadata["rows_written"].value)
-    value = metadata.get("dagster/row_count")
+    value = metadata.get("rows_written", metadata.get("dagster/row_count"))
     return stage, int(value.value) if value is not None else 0
 
 

@@ -128,8 +128,8 @@ class RunTally:
 
 
 def rows_written(metadata) -> int:
-    """The rows a materialisation wrote: a warehouse load's `rows_written` (its `dagster/row_count` is the
-    table's size), else the row count."""
+    """The rows a materialisation wrote (`rows_written`; `dagster/row_count` is the table's size), else the
+    row count (a report: the rows it shows)."""
     for key in ("rows_written", "dagster/row_count"):
         if key in metadata:
             return int(metadata[key].value)

@@ -174,9 +174,7 @@ def _slow_raw_run(settings, dagster_home: str | None, barrier, results, without_
         barrier.wait(timeout=120)  # both runs start together, however long the imports took
         result = run_graph(settings, "group:raw", instance=instance, raise_on_error=False)
         slots = instance.event_log_storage.get_concurrency_info("totesys_source").slot_count if dagster_home else 0
-    rows = sum(
-        m.metadata["dagster/row_count"].value for m in result.asset_materializations_for_node("raw_totesys_tables")
-    )
+    rows = sum(m.metadata["rows_written"].value for m in result.asset_materializations_for_node("raw_totesys_tables"))
     results.put((result.success, rows, min(spans), max(spans), slots))
 
 

@@ -49,7 +49,7 @@ def test_dim_date_covers_the_facts_years_and_a_year_ahead_and_commits_only_the_d
     first = calendar(zone, today)
     days = zone.scan("dim_date").collect()["date_id"]
     assert (days.min(), days.max(), days.len()) == (dt.date(2024, 1, 1), dt.date(2027, 12, 31), 366 + 365 * 3)
-    assert first.metadata["dagster/row_count"] == days.len()
+    assert first.metadata["rows_written"] == days.len()
 
     # Facts inside the covered years: nothing to add, and no commit.
     zone = zone_in_run(url, "run-2")
@@ -61,7 +61,7 @@ def test_dim_date_covers_the_facts_years_and_a_year_ahead_and_commits_only_the_d
     zone = zone_in_run(url, "run-3")
     append_payment(zone, 3, dt.date(2030, 2, 1))
     append_payment(zone, 4, dt.date(2023, 12, 31))
-    assert calendar(zone, today).metadata["dagster/row_count"] == 365 + 366 + 365 + 365  # 2023, 2028-2030
+    assert calendar(zone, today).metadata["rows_written"] == 365 + 366 + 365 + 365  # 2023, 2028-2030
     days = zone.scan("dim_date").collect()["date_id"]
     assert days.n_unique() == days.len()  # no day twice
     assert (days.min(), days.max()) == (dt.date(2023, 1, 1), dt.date(2030, 12, 31))

@@ -1,10 +1,12 @@
 """End to end under `dagster dev`: the daemon's change sensor keeps the warehouse fresh with nobody clicking."""
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -70,18 +72,38 @@ def dagster_dev(env: dict[str, str]):
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         instance.get_runs(limit=1)
         instance.all_instigator_state()
+    port = free_port()
     server = subprocess.Popen(
-        [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(free_port())],
+        [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own process group, so nothing survives the test
     )
+    server.port = port  # type: ignore[attr-defined]  # the webserver's, for GraphQL
     try:
         yield server
     finally:
         stop_process_group(server)
+
+
+COLUMNS_QUERY = """{ assetNodes(assetKeys: [{path: ["warehouse", "dim_staff_history"]}, {path: ["processed", "dim_staff"]}]) {
+  assetKey { path }
+  metadataEntries { label
+    ... on TableSchemaMetadataEntry { schema { columns { name type description } } }
+    ... on TableColumnLineageMetadataEntry { lineage { columnName columnDeps { assetKey { path } columnName } } }
+  } } }"""
+
+
+def graphql(port: int, query: str) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())["data"]
 
 
 @pytest.mark.e2e
@@ -94,6 +116,23 @@ def test_dagster_dev_sensor_runs_bring_source_changes_to_the_warehouse(tmp_path,
     with dagster_dev(env) as server:
         # 1. Nobody clicks: the sensor's first tick sees every table as changed and runs the whole graph.
         wait_for(lambda: fact_payment_versions(settings) == source_payments, 300, "the first sensor run", server)
+        # The UI's catalog shows each table's columns, meanings and lineage.
+        nodes = {
+            tuple(n["assetKey"]["path"]): n["metadataEntries"]
+            for n in graphql(server.port, COLUMNS_QUERY)["assetNodes"]
+        }
+        history = next(e for e in nodes[("warehouse", "dim_staff_history")] if e["label"] == "dagster/column_schema")
+        assert [(c["name"], c["type"]) for c in history["schema"]["columns"]][-3:] == [
+            ("valid_from", "timestamp"),
+            ("valid_to", "timestamp"),
+            ("is_current", "boolean"),
+        ]
+        assert all(c["description"] for c in history["schema"]["columns"])
+        lineage = next(e for e in nodes[("processed", "dim_staff")] if e["label"] == "dagster/column_lineage")
+        department = next(e for e in lineage["lineage"] if e["columnName"] == "department_name")
+        assert department["columnDeps"] == [
+            {"assetKey": {"path": ["raw", "department"]}, "columnName": "department_name"}
+        ]
         # 2. A business event in totesys reaches the warehouse through the next sensor tick.
         with psycopg.connect(sample_source) as conn:
             conn.execute("UPDATE payment SET paid = NOT paid, last_updated = now() WHERE payment_id = 1")

@@ -9,6 +9,7 @@ import datetime as dt
 import dagster as dg
 
 from totesys_platform.catalog import WAREHOUSE_TABLES, WAREHOUSE_TABLES_BY_NAME, WarehouseTable
+from totesys_platform.columns import OWNERS, table_metadata
 from totesys_platform.processed.build import (
     BatchRejectedError,
     Outcome,
@@ -74,7 +75,12 @@ def build_processed_asset(table: WarehouseTable, **asset_kwargs) -> dg.AssetsDef
         group_name=PROCESSED_GROUP,
         description=f"{table.description} (processed zone, Delta table)",
         kinds={"polars", "deltalake"},
-        metadata={"build": table.build, "natural_key": ", ".join(table.version_key)},
+        metadata={
+            "build": table.build,
+            "natural_key": ", ".join(table.version_key),
+            **table_metadata(table, raw_key, warehouse=False),
+        },
+        owners=OWNERS,
         pool="totesys_processed",
         check_specs=processed_check_specs(table, key),
         io_manager_key="processed_io_manager",

@@ -129,7 +129,7 @@ def process_facts(table: WarehouseTable, raw: LakeTable, processed: LakeZone, di
     done = processed.consumed(table.name).get(raw.name, -1)
     if until is None or until <= done:
         quality = evaluate_rules(table, pl.DataFrame(schema=table.schema), no_dimension_keys(dimensions))
-        return Outcome(None, {"dagster/row_count": 0, "raw_rows_read": 0}, quality)
+        return Outcome(None, {"rows_written": 0, "raw_rows_read": 0}, quality)
     # The quarantine is committed before the facts, so it has consumed at least what the facts have.
     quarantine_done = max(processed.consumed(quarantine_table(table)).get(raw.name, -1), done)
     keys = dimension_keys(dimensions)
@@ -158,7 +158,7 @@ def process_facts(table: WarehouseTable, raw: LakeTable, processed: LakeZone, di
             processed.append(quarantine_table(table), quarantine.reader(), consumed, append_only=True)
     output = TableAppend(spool, consumed, table.schema, append_only=True, record_progress=True)
     metadata = {
-        "dagster/row_count": spool.rows,
+        "rows_written": spool.rows,
         "raw_rows_read": rows_in,
         "quarantined_rows": sum(b.height for b in bad),
         "raw_version": until,
@@ -225,7 +225,7 @@ def process_dimension(table: WarehouseTable, raws: dict[str, LakeTable], process
         raise RuntimeError(f"processed/{table.name}: no ingested rows in {missing} yet; materialise it first")
     if all(until[name] == done.get(name) for name in table.sources):
         return Outcome(
-            None, {"dagster/row_count": 0, "changed": False}, evaluate_rules(table, pl.DataFrame(schema=table.schema))
+            None, {"rows_written": 0, "changed": False}, evaluate_rules(table, pl.DataFrame(schema=table.schema))
         )
     new = for_each_source(lambda name: _latest_new(raws[name], done.get(name), until[name]), table.sources)  # type: ignore[arg-type]
     if table.joins:
@@ -234,7 +234,7 @@ def process_dimension(table: WarehouseTable, raws: dict[str, LakeTable], process
         rows = build_dimension(table, {table.sources[0]: new[table.sources[0]]})
     quality = checked(table, rows, ", ".join(f"raw/{name}" for name in table.sources))
     output = TableMerge(rows, table.key, {CONSUMED_KEY: until})
-    return Outcome(output, {"dagster/row_count": rows.height, "changed": True, "raw_versions": str(until)}, quality)
+    return Outcome(output, {"rows_written": rows.height, "changed": True, "raw_versions": str(until)}, quality)
 
 
 def process_calendar(
@@ -267,7 +267,7 @@ def process_calendar(
     if had:
         calendar = calendar.filter((pl.col("date_id") < had[0]) | (pl.col("date_id") > had[1]))
     if calendar.is_empty():
-        return Outcome(None, {"dagster/row_count": 0, "changed": False}, evaluate_rules(table, calendar))
+        return Outcome(None, {"rows_written": 0, "changed": False}, evaluate_rules(table, calendar))
     quality = checked(table, calendar, "the facts' dates")
     spool = Spool()
     spool.add(calendar)
@@ -277,5 +277,5 @@ def process_calendar(
         table.schema,
         append_only=True,
     )
-    metadata = {"dagster/row_count": calendar.height, "first_date": start.isoformat(), "last_date": end.isoformat()}
+    metadata = {"rows_written": calendar.height, "first_date": start.isoformat(), "last_date": end.isoformat()}
     return Outcome(output, metadata, quality)

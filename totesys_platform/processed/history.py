@@ -153,7 +153,7 @@ def process_history(table: WarehouseTable, raws: dict[str, LakeTable], processed
         raise RuntimeError(f"processed/{table.name}: no ingested rows in {missing} yet; materialise it first")
     if all(until[name] == done.get(name) for name in until):
         empty = pl.DataFrame(schema=table.schema)
-        return Outcome(None, {"dagster/row_count": 0, "changed": False}, evaluate_rules(table, empty))
+        return Outcome(None, {"rows_written": 0, "changed": False}, evaluate_rules(table, empty))
     new = new_source_versions(table, raws, processed, done, until)
     members = touched_members(table, processed, new)
     states = history_rows(table, member_versions(table, processed, members), order=VERSION)
@@ -162,7 +162,7 @@ def process_history(table: WarehouseTable, raws: dict[str, LakeTable], processed
     consumed = {name: version for name, version in until.items() if version is not None}
     output = TableMerge(states, table.key, {CONSUMED_KEY: consumed}, match=(table.key, VALID_FROM), removed=gone)
     metadata = {
-        "states_written": states.height,
+        "rows_written": states.height,
         "members_touched": members.len(),
         "states_removed": 0 if gone is None else gone.height,
         "raw_versions": str(consumed),

@@ -11,6 +11,7 @@ import datetime as dt
 import dagster as dg
 
 from totesys_platform.catalog import SOURCE_TABLES, SourceTable
+from totesys_platform.columns import OWNERS, source_schema
 from totesys_platform.raw.checks import (
     clock_check_result,
     keys_check_result,
@@ -46,7 +47,12 @@ def _raw_out(table: SourceTable) -> dg.AssetOut:
         group_name=RAW_GROUP,
         description=f"{table.description} (ingestion zone: append-only Delta table, one version per row change)",
         kinds={"postgres", "deltalake"},
-        metadata={"primary_key": table.primary_key, "cursor": table.cursor},
+        metadata={
+            "primary_key": table.primary_key,
+            "cursor": table.cursor,
+            "dagster/column_schema": source_schema(table),
+        },
+        owners=OWNERS,
         io_manager_key="raw_io_manager",
         is_required=False,
         dagster_type=TableAppend,
@@ -61,7 +67,7 @@ def selected_checks(context: dg.AssetExecutionContext, *results: dg.AssetCheckRe
 
 def ingest_metadata(result: IngestResult, lookback: dt.timedelta) -> dict:
     return {
-        "dagster/row_count": result.rows,
+        "rows_written": result.rows,
         "watermark": result.watermark or "",
         "previous_watermark": result.previous_watermark or "",
         "source_clock": result.source_now,

@@ -4,6 +4,7 @@ import datetime as dt
 
 import dagster as dg
 
+from totesys_platform.columns import OWNERS, report_metadata
 from totesys_platform.reports.dashboard import dashboard_html, headline, markdown_summary
 from totesys_platform.reports.specs import REPORTS, Report, reports_schema
 from totesys_platform.reports.summaries import ensure_report_views, read_report, refresh_summaries
@@ -26,6 +27,8 @@ def _report_spec(report: Report) -> dg.AssetSpec:
         group_name=REPORTS_GROUP,
         description=f"{report.title}: {report.question} (warehouse view)",
         kinds={"postgres", "sql"},
+        metadata=report_metadata(report.columns, warehouse_key),
+        owners=OWNERS,
     )
 
 
@@ -35,6 +38,7 @@ DASHBOARD_SPEC = dg.AssetSpec(
     group_name=REPORTS_GROUP,
     description="Self-contained HTML dashboard of every report (charts and tables; opens with no network).",
     kinds={"html", "plotly"},
+    owners=OWNERS,
 )
 
 

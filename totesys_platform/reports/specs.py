@@ -88,6 +88,14 @@ class Chart:
 
 
 @dataclass(frozen=True)
+class ReportColumn:
+    name: str
+    type: str
+    description: str
+    sources: tuple[str, ...] = ()  # warehouse "table.column"s its values come from (none: computed)
+
+
+@dataclass(frozen=True)
 class Report:
     name: str
     title: str
@@ -96,6 +104,26 @@ class Report:
     query: str  # a SELECT over {w} (warehouse schema) and {r} (reports schema)
     chart: Chart
     order_by: str
+    columns: tuple[ReportColumn, ...] = ()  # the view's columns, in order
+
+
+def _sales(orders: str = "orders", revenue: str = "revenue", when: str = "") -> tuple[ReportColumn, ReportColumn]:
+    """A sales report's figures: the current versions of the orders, and their revenue (per currency)."""
+    fact = "fact_sales_order"
+    return (
+        ReportColumn(orders, "bigint", f"Sales orders{when} (current version of each)", (f"{fact}.sales_order_id",)),
+        ReportColumn(
+            revenue,
+            "numeric",
+            f"Revenue{when}: units sold times unit price",
+            (f"{fact}.units_sold", f"{fact}.unit_price"),
+        ),
+    )
+
+
+CURRENCY = ReportColumn("currency_code", "varchar", "Currency of the amounts", ("dim_currency.currency_code",))
+ORDERS, REVENUE = _sales()
+UNITS = ReportColumn("units", "bigint", "Bags sold", ("fact_sales_order.units_sold",))
 
 
 REPORTS: tuple[Report, ...] = (
@@ -110,6 +138,15 @@ REPORTS: tuple[Report, ...] = (
            GROUP BY 1, 2""",
         Chart("line", "month", "revenue"),
         "month, currency_code",
+        (
+            ReportColumn(
+                "month", "date", "First day of the month the orders were created", ("fact_sales_order.created_date",)
+            ),
+            CURRENCY,
+            ORDERS,
+            UNITS,
+            REVENUE,
+        ),
     ),
     Report(
         "sales_by_design",
@@ -123,6 +160,14 @@ REPORTS: tuple[Report, ...] = (
            GROUP BY 1, 2, 3""",
         Chart("bar", "design_name", "units", top=15),
         "revenue DESC, design_id, currency_code",
+        (
+            ReportColumn("design_id", "integer", "Design identifier", ("dim_design.design_id",)),
+            ReportColumn("design_name", "varchar", "Name of the tote-bag design", ("dim_design.design_name",)),
+            CURRENCY,
+            ORDERS,
+            UNITS,
+            REVENUE,
+        ),
     ),
     Report(
         "sales_by_delivery_location",
@@ -136,6 +181,14 @@ REPORTS: tuple[Report, ...] = (
            GROUP BY 1, 2, 3""",
         Chart("bar", "country", "units", top=15),
         "revenue DESC, country, city, currency_code",
+        (
+            ReportColumn("country", "varchar", "Country the orders are delivered to", ("dim_location.country",)),
+            ReportColumn("city", "varchar", "City the orders are delivered to", ("dim_location.city",)),
+            CURRENCY,
+            ORDERS,
+            UNITS,
+            REVENUE,
+        ),
     ),
     Report(
         "staff_sales_performance",
@@ -149,6 +202,17 @@ REPORTS: tuple[Report, ...] = (
            GROUP BY 1, 2, 3, 4""",
         Chart("bar", "staff_name", "revenue", top=20),
         "revenue DESC, staff_id, currency_code",
+        (
+            ReportColumn("staff_id", "integer", "The salesperson", ("dim_staff.staff_id",)),
+            ReportColumn(
+                "staff_name", "text", "Their first and last name", ("dim_staff.first_name", "dim_staff.last_name")
+            ),
+            ReportColumn("department_name", "varchar", "Their department now", ("dim_staff.department_name",)),
+            CURRENCY,
+            ORDERS,
+            UNITS,
+            REVENUE,
+        ),
     ),
     Report(
         "sales_by_department_as_booked",
@@ -169,6 +233,17 @@ REPORTS: tuple[Report, ...] = (
              JOIN {w}.dim_currency c USING (currency_id)""",
         Chart("bar", "department_name", "revenue_when_booked"),
         "department_name, currency_code",
+        (
+            ReportColumn(
+                "department_name",
+                "varchar",
+                "A department",
+                ("dim_staff_history.department_name", "dim_staff.department_name"),
+            ),
+            CURRENCY,
+            *_sales(orders="orders_when_booked", revenue="revenue_when_booked", when=" its salespeople booked in it"),
+            *_sales(orders="orders_now", revenue="revenue_now", when=" of the salespeople in it now"),
+        ),
     ),
     Report(
         "purchase_spend_by_counterparty",
@@ -182,6 +257,29 @@ REPORTS: tuple[Report, ...] = (
            GROUP BY 1, 2, 3""",
         Chart("bar", "counterparty_legal_name", "spend", top=20),
         "spend DESC, counterparty_id, currency_code",
+        (
+            ReportColumn("counterparty_id", "integer", "The supplier", ("dim_counterparty.counterparty_id",)),
+            ReportColumn(
+                "counterparty_legal_name",
+                "varchar",
+                "Its registered name",
+                ("dim_counterparty.counterparty_legal_name",),
+            ),
+            CURRENCY,
+            ReportColumn(
+                "orders",
+                "bigint",
+                "Purchase orders (current version of each)",
+                ("fact_purchase_order.purchase_order_id",),
+            ),
+            ReportColumn("quantity", "bigint", "Items bought", ("fact_purchase_order.item_quantity",)),
+            ReportColumn(
+                "spend",
+                "numeric",
+                "Spend: quantity times unit price",
+                ("fact_purchase_order.item_quantity", "fact_purchase_order.item_unit_price"),
+            ),
+        ),
     ),
     Report(
         "payments_by_status",
@@ -200,6 +298,24 @@ REPORTS: tuple[Report, ...] = (
            GROUP BY 1, 2, 3, 4""",
         Chart("bar", "status", "amount"),
         "currency_code, payment_type_name, status, overdue_by",
+        (
+            CURRENCY,
+            ReportColumn("payment_type_name", "varchar", "Kind of payment", ("dim_payment_type.payment_type_name",)),
+            ReportColumn(
+                "status",
+                "text",
+                "paid; due (payment date today or later); overdue",
+                ("fact_payment.paid", "fact_payment.payment_date"),
+            ),
+            ReportColumn(
+                "overdue_by",
+                "text",
+                "How long past its payment date an overdue payment is",
+                ("fact_payment.payment_date",),
+            ),
+            ReportColumn("payments", "bigint", "Payments (current version of each)", ("fact_payment.payment_id",)),
+            ReportColumn("amount", "numeric", "Amount of the payments", ("fact_payment.payment_amount",)),
+        ),
     ),
 )
 REPORTS_BY_NAME = {r.name: r for r in REPORTS}

@@ -101,7 +101,7 @@ class LakeIOManager(dg.IOManager):
     def handle_output(self, context: dg.OutputContext, obj) -> None:
         name = context.asset_key.path[-1]
         if obj is None:
-            context.add_output_metadata({"table_uri": dg.MetadataValue.path(self.zone.uri(name)), "rows_committed": 0})
+            context.add_output_metadata({**self._table_metadata(name), "rows_committed": 0})
             return
         if isinstance(obj, TableAppend):
             empty = pl.DataFrame(schema=obj.schema)
@@ -129,11 +129,20 @@ class LakeIOManager(dg.IOManager):
         commit = obj.commit
         context.add_output_metadata(
             {
-                "table_uri": dg.MetadataValue.path(self.zone.uri(name)),
+                **self._table_metadata(name),
                 "delta_version": -1 if commit is None or commit.version is None else commit.version,
                 "rows_committed": 0 if commit is None else commit.rows,
             }
         )
+
+    def _table_metadata(self, name: str) -> dict:
+        """Where the table is and how many rows it holds now (from its log's statistics: no data read)."""
+        uri = self.zone.uri(name)
+        return {
+            "table_uri": dg.MetadataValue.path(uri),
+            "dagster/uri": uri,
+            "dagster/row_count": self.zone.row_count(name),
+        }
 
     def load_input(self, context: dg.InputContext):
         key = context.upstream_output.asset_key if context.upstream_output else context.asset_key

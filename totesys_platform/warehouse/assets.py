@@ -7,6 +7,7 @@ selects only the check): one step per table, and no second connection or table l
 import dagster as dg
 
 from totesys_platform.catalog import SOURCE_TABLES, WAREHOUSE_TABLES, WarehouseTable
+from totesys_platform.columns import OWNERS, table_metadata
 from totesys_platform.processed.assets import processed_key
 from totesys_platform.raw.checks import raw_key
 from totesys_platform.resources.io_managers import LakeTable
@@ -17,6 +18,7 @@ from totesys_platform.warehouse.checks import (
     reconciliation_check_spec,
     warehouse_key,
 )
+from totesys_platform.warehouse.deletions import SCHEMA as DELETIONS_SCHEMA
 from totesys_platform.warehouse.deletions import TABLE as DELETIONS_TABLE
 from totesys_platform.warehouse.deletions import load_deletions
 from totesys_platform.warehouse.load import (
@@ -30,6 +32,13 @@ from totesys_platform.warehouse.load import (
 __all__ = ["WarehouseConfig", "build_warehouse_assets", "warehouse_key"]
 
 WAREHOUSE_GROUP = "warehouse"
+LOADS = {  # how each kind of table is loaded
+    "facts": "append new versions (a version corrected at the source: in place)",
+    "dimension": "upsert latest",
+    "large_dimension": "upsert latest",
+    "history": "upsert states, delete ended ones",
+    "calendar": "append new days",
+}
 
 
 # Errors a retry cannot help: it would read the same bytes or miss the same dimension rows.
@@ -78,9 +87,11 @@ def build_warehouse_asset(
                 description=f"{table.description} (warehouse table)",
                 kinds={"postgres"},
                 metadata={
-                    "load": "append new versions" if table.is_fact else "upsert latest",
+                    "load": LOADS[table.build],
                     "key": ", ".join(table.version_key),
+                    **table_metadata(table, processed_key, warehouse=True),
                 },
+                owners=OWNERS,
                 freshness_policy=freshness_policy,
                 skippable=True,
             )
@@ -128,6 +139,8 @@ def build_source_deletions_asset(
         retry_policy=retry_policy,
         freshness_policy=freshness_policy,
         description="Source rows found deleted by the reconciliation (table, key, last version, detection time).",
+        metadata={"dagster/column_schema": DELETIONS_SCHEMA},
+        owners=OWNERS,
     )
     def source_deletions(
         context: dg.AssetExecutionContext,

@@ -4,6 +4,7 @@ Facts keep their history; this table says which source rows are gone, and since 
 
 from __future__ import annotations
 
+import dagster as dg
 import polars as pl
 import psycopg
 from psycopg import sql
@@ -24,6 +25,15 @@ from totesys_platform.warehouse.load import (
 
 TABLE = "source_deletions"
 COLUMNS = ("table_name", "source_id", "last_updated", "detected_at")
+SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("table_name", "text", "The totesys table the row was deleted from"),
+        dg.TableColumn("source_id", "integer", "The deleted row's primary key"),
+        dg.TableColumn("last_updated", "timestamp", "The last_updated of its last version the lake holds"),
+        dg.TableColumn("detected_at", "timestamp", "When the reconciliation found it gone"),
+    ],
+    constraints=dg.TableConstraints(other=["primary key (table_name, source_id, last_updated)"]),
+)
 
 
 def create_sql(schema: str) -> sql.Composed:
