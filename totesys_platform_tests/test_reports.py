@@ -74,8 +74,21 @@ def test_summary_figures_equal_independent_sql_over_the_source(reported):
         tables = {
             r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
         }
+        declared = {
+            name: [
+                r[0]
+                for r in conn.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_schema = 'reports'"
+                    " AND table_name = %s ORDER BY ordinal_position",
+                    [name],
+                )
+            ]
+            for name in REPORTS_BY_NAME
+        }
     assert view == report_rows(reported, "revenue_by_month_and_currency")
     assert set(REPORTS_BY_NAME) <= views
+    # Each view has exactly the columns its asset declares (what the UI's catalog shows).
+    assert declared == {name: [c.name for c in r.columns] for name, r in REPORTS_BY_NAME.items()}
     # The warehouse schema holds exactly the spec's tables and the reconciliation's source_deletions.
     assert tables == {t.name for t in WAREHOUSE_TABLES} | {"source_deletions"}
 

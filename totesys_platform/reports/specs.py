@@ -22,11 +22,12 @@ class Summary:
 SALES = (("orders", "1"), ("units", "units_sold"), ("revenue", "units_sold * unit_price"))
 # The salesperson's department when the order version was booked (its last_updated), from their history: the
 # state that had not ended by then (the first known one, for a booking older than any captured state).
-# (Their current department while their history is not loaded yet.)
+# (Their current department while their history is not loaded yet; "unknown" for a salesperson in neither.)
 DEPARTMENT_WHEN_BOOKED = """coalesce(
     (SELECT h.department_name FROM {w}.dim_staff_history h WHERE h.staff_id = sales_staff_id
        AND (h.valid_to IS NULL OR h.valid_to > last_updated_date + last_updated_time) ORDER BY h.valid_from LIMIT 1),
-    (SELECT s.department_name FROM {w}.dim_staff s WHERE s.staff_id = sales_staff_id))"""
+    (SELECT s.department_name FROM {w}.dim_staff s WHERE s.staff_id = sales_staff_id),
+    'unknown')"""
 SUMMARIES: tuple[Summary, ...] = (
     Summary(
         "sum_sales_by_month",
