@@ -179,3 +179,28 @@ def test_sales_by_department_counts_a_moved_salespersons_orders_where_they_were_
     got = report_rows(platform, "sales_by_department_as_booked")
     assert got == want
     assert any(r[2] != r[4] for r in got)  # the move shows: as booked and now differ
+
+
+@pytest.mark.slow
+def test_a_member_found_deleted_has_its_last_state_closed_when_it_was_found(platform):
+    from totesys_platform_tests.test_pipeline import assert_history_holds_together
+    from totesys_platform_tests.test_reconcile import reconcile_all
+
+    assert run_graph(platform).success
+    with psycopg.connect(platform.source_url) as conn:
+        gone = conn.execute(
+            "DELETE FROM design WHERE design_id = (SELECT min(design_id) FROM design d"
+            " WHERE NOT EXISTS (SELECT 1 FROM sales_order s WHERE s.design_id = d.design_id)) RETURNING design_id"
+        ).fetchone()[0]
+    assert reconcile_all(platform, "reconcile-deleted-design").found == 1
+    assert run_graph(platform).success
+    with psycopg.connect(platform.warehouse_url) as conn:
+        detected = conn.execute(
+            "SELECT detected_at FROM source_deletions WHERE table_name = 'design' AND source_id = %s", [gone]
+        ).fetchone()[0]
+        states = conn.execute(
+            "SELECT valid_to, is_current FROM dim_design_history WHERE design_id = %s ORDER BY valid_from", [gone]
+        ).fetchall()
+    assert states[-1] == (detected, False)
+    assert_history_holds_together(platform, HISTORY_TABLES[2])  # the others' current states are the source's
+    assert HISTORY_TABLES[2].name == "dim_design_history"
