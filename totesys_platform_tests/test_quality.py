@@ -111,15 +111,19 @@ def test_reconciliation_names_the_rows_that_differ(platform):
         conn.execute("DELETE FROM fact_payment WHERE payment_id = 7")
         conn.execute("ALTER TABLE dim_staff DISABLE TRIGGER ALL")
         conn.execute("DELETE FROM dim_staff WHERE staff_id = 4")
+        conn.execute("DELETE FROM dim_design_history WHERE design_id = 9")
     # The reconciliation checks run on their own (as from the UI): the warehouse tables are not reloaded.
     check = dg.AssetCheckKey(
         dg.AssetKey(["warehouse", "fact_payment"]), "fact_payment_reconciles_with_the_ingestion_zone"
     )
     dims = dg.AssetCheckKey(dg.AssetKey(["warehouse", "dim_staff"]), "dim_staff_reconciles_with_the_ingestion_zone")
+    history = dg.AssetCheckKey(
+        dg.AssetKey(["warehouse", "dim_design_history"]), "dim_design_history_reconciles_with_the_ingestion_zone"
+    )
     result = dg.materialize(
         build_assets(platform),
         resources=build_resources(platform),
-        selection=dg.AssetSelection.checks(check, dims),
+        selection=dg.AssetSelection.checks(check, dims, history),
         instance=dg.DagsterInstance.ephemeral(),
     )
     assert not result.get_asset_materialization_events()
@@ -130,3 +134,11 @@ def test_reconciliation_names_the_rows_that_differ(platform):
     staff = check_evaluation(result, "warehouse/dim_staff", "dim_staff_reconciles_with_the_ingestion_zone")
     assert not staff.passed and staff.metadata["warehouse"].value == staff.metadata["raw"].value - 1
     assert "| 4 |" in staff.metadata["missing_sample"].value
+    # A history's rows are states: the missing one is named by member and valid_from.
+    states = check_evaluation(
+        result, "warehouse/dim_design_history", "dim_design_history_reconciles_with_the_ingestion_zone"
+    )
+    assert not states.passed and states.metadata["missing_rows"].value == 1
+    assert (
+        "| 9 |" in states.metadata["missing_sample"].value and "valid_from" in states.metadata["missing_sample"].value
+    )

@@ -61,13 +61,14 @@ def rule_check_result(counts: list[RuleCount]) -> dg.AssetCheckResult:
 
 
 def _warehouse_keys(conn, table: WarehouseTable, schema: str) -> pl.DataFrame:
-    """The warehouse's row identities in the raw zone's terms: (id, last_updated) or id."""
-    if table.is_fact:
-        query = sql.SQL("SELECT {}, (last_updated_date + last_updated_time)::timestamp FROM {}.{}")
-    else:
-        query = sql.SQL("SELECT {} FROM {}.{}")
-    rows = conn.execute(query.format(sql.Identifier(table.key), sql.Identifier(schema), sql.Identifier(table.name)))
-    names = [table.source.primary_key, "last_updated"] if table.is_fact else [table.source.primary_key]
+    """The warehouse's row identities in the raw zone's terms: (id, last_updated), id, or (id, valid_from)."""
+    stamp = sql.SQL("(last_updated_date + last_updated_time)::timestamp")
+    more = [stamp] if table.is_fact else [sql.Identifier(c) for c in table.version_key[1:]]
+    query = sql.SQL("SELECT {} FROM {}.{}").format(
+        sql.SQL(", ").join([sql.Identifier(table.key), *more]), sql.Identifier(schema), sql.Identifier(table.name)
+    )
+    rows = conn.execute(query)
+    names = [table.source.primary_key, *(["last_updated"] if table.is_fact else table.version_key[1:])]
     return pl.DataFrame(rows.fetchall(), schema=names, orient="row")
 
 
@@ -86,7 +87,7 @@ def _expected_keys(table: WarehouseTable, ingestion: LakeZone, processed: LakeZo
     dim = processed.scan(table.name)
     if dim is None:
         return pl.DataFrame(schema=identity)
-    return dim.select(pl.col(table.key).alias(source.primary_key)).collect()
+    return dim.select(pl.col(table.key).alias(source.primary_key), *table.version_key[1:]).collect()
 
 
 def reconciliation(
@@ -129,11 +130,12 @@ def reconciliation_check_name(table: WarehouseTable) -> str:
 
 
 def reconciliation_check_spec(table: WarehouseTable) -> dg.AssetCheckSpec:
-    what = (
-        "every ingested row version is in the table once or in quarantine"
-        if table.is_fact
-        else f"one row per member of processed/{table.name} (one per {table.source.name} key ingested)"
-    )
+    if table.is_fact:
+        what = "every ingested row version is in the table once or in quarantine"
+    elif table.is_history:
+        what = f"one row per state of processed/{table.name} (one per member and valid_from)"
+    else:
+        what = f"one row per member of processed/{table.name} (one per {table.source.name} key ingested)"
     return dg.AssetCheckSpec(
         reconciliation_check_name(table),
         asset=warehouse_key(table.name),
