@@ -54,32 +54,42 @@ def _new_deletions(raw: LakeTable, after: int | None, until: int) -> pl.DataFram
     return pl.concat(frames, how="diagonal_relaxed").select(pl.col(n).cast(t) for n, t in schema.items())
 
 
-def _record_versions(
-    processed: LakeZone, table: WarehouseTable, source: str, new: dict[str, pl.DataFrame], until: dict[str, int]
-) -> pl.DataFrame:
+def _versions_schema(source: str) -> dict:
+    return {**SOURCE_TABLES_BY_NAME[source].schema, VERSION: pl.Int64, DELETED: pl.Boolean}
+
+
+def record_versions(processed: LakeZone, table: WarehouseTable, source: str, new: dict, until: dict) -> None:
     """Append the new versions (by input: the source's raw table, its deletions) to the source's versions
-    table, but those a killed run appended already; returns them all."""
+    table, but those a killed run appended already."""
     name = versions_table(table, source)
     recorded = processed.consumed(name)
-    unrecorded = [frame.filter(pl.col(VERSION) > recorded.get(key, -1)) for key, frame in new.items()]
-    versions = pl.concat(list(new.values()))
-    if any(recorded.get(key, -1) < version for key, version in until.items()):
-        with Spool() as spool:
-            spool.add(pl.concat(unrecorded).sort(SOURCE_TABLES_BY_NAME[source].primary_key))
-            reader = spool.reader() if spool.rows else None
-            processed.append(
-                name, reader, {CONSUMED_KEY: until}, append_only=True, empty_commit=True, empty_schema=versions.clear()
-            )
-    return versions
+    if all(recorded.get(key, -1) >= version for key, version in until.items()):
+        return
+    unrecorded = pl.concat([frame.filter(pl.col(VERSION) > recorded.get(key, -1)) for key, frame in new.items()])
+    with Spool() as spool:
+        spool.add(unrecorded.sort(SOURCE_TABLES_BY_NAME[source].primary_key))
+        reader = spool.reader() if spool.rows else None
+        processed.append(
+            name, reader, {CONSUMED_KEY: until}, append_only=True, empty_commit=True, empty_schema=unrecorded.clear()
+        )
 
 
-def _scan(processed: LakeZone, name: str, column: str, values: pl.Series) -> pl.DataFrame | None:
-    """Rows of a processed table whose `column` is one of `values` (files pruned by their key range)."""
+def _rows_where(processed: LakeZone, name: str, column: str, values: pl.Series) -> pl.DataFrame | None:
+    """Rows of a processed table whose `column` is one of `values` (files pruned by their statistics)."""
     frame = processed.scan(name)
     if frame is None or values.is_empty():
         return None
     wanted = pl.col(column).is_between(values.min(), values.max()) & pl.col(column).is_in(values.implode())
     return frame.filter(wanted).collect()
+
+
+def _recorded(processed: LakeZone, table: WarehouseTable, source: str, column: str, values: pl.Series):
+    """The versions of `source` recorded before this run whose `column` is one of `values`."""
+    schema = _versions_schema(source)
+    found = _rows_where(processed, versions_table(table, source), column, values)
+    if found is None:
+        return pl.DataFrame(schema=schema)
+    return found.select(pl.col(n).cast(t) for n, t in schema.items())
 
 
 def touched_members(table: WarehouseTable, processed: LakeZone, new: dict[str, pl.DataFrame]) -> pl.Series:
@@ -88,31 +98,28 @@ def touched_members(table: WarehouseTable, processed: LakeZone, new: dict[str, p
     keys = [new[primary.name][primary.primary_key]]
     for lookup, link in table.joins.items():
         changed = new[lookup][SOURCE_TABLES_BY_NAME[lookup].primary_key].unique()
-        linked = _scan(processed, versions_table(table, primary.name), link, changed)
-        if linked is not None:
-            keys.append(linked[primary.primary_key])
+        keys.append(_recorded(processed, table, primary.name, link, changed)[primary.primary_key])
     return pl.concat(keys).unique().sort()
 
 
-def member_versions(table: WarehouseTable, processed: LakeZone, members: pl.Series) -> dict[str, pl.DataFrame]:
-    """Every recorded version of the members, and of the joined rows they ever referenced."""
+def member_versions(
+    table: WarehouseTable, processed: LakeZone, members: pl.Series, new: dict[str, pl.DataFrame]
+) -> dict[str, pl.DataFrame]:
+    """Every version of the members (recorded before, and new), and of the joined rows they ever referenced."""
     primary = table.source
-    versions = {primary.name: _scan(processed, versions_table(table, primary.name), primary.primary_key, members)}
+    recorded = _recorded(processed, table, primary.name, primary.primary_key, members)
+    versions = {primary.name: pl.concat([recorded, new[primary.name]])}
     for lookup, link in table.joins.items():
-        rows = versions[primary.name]
-        linked = rows[link].drop_nulls().unique() if rows is not None else pl.Series(link, [], pl.Int32)
-        versions[lookup] = _scan(
-            processed, versions_table(table, lookup), SOURCE_TABLES_BY_NAME[lookup].primary_key, linked
-        )
-    return {
-        name: frame if frame is not None else pl.DataFrame(schema=SOURCE_TABLES_BY_NAME[name].schema)
-        for name, frame in versions.items()
-    }
+        key = SOURCE_TABLES_BY_NAME[lookup].primary_key
+        linked = versions[primary.name][link].drop_nulls().unique()
+        fresh = new[lookup].filter(pl.col(key).is_in(linked.implode()))
+        versions[lookup] = pl.concat([_recorded(processed, table, lookup, key, linked), fresh])
+    return versions
 
 
 def ended_states(table: WarehouseTable, processed: LakeZone, members: pl.Series, states: pl.DataFrame):
     """States the history holds for the members that their re-derivation no longer has."""
-    held = _scan(processed, table.name, table.key, members)
+    held = _rows_where(processed, table.name, table.key, members)
     if held is None:
         return None
     gone = held.select(table.key, VALID_FROM).join(
@@ -127,21 +134,17 @@ def _inputs_until(table: WarehouseTable, raws: dict[str, LakeTable]) -> dict[str
     return {**{name: raws[name].version() for name in table.sources}, DELETIONS: primary.zone.version(DELETIONS)}
 
 
-def new_source_versions(
-    table: WarehouseTable, raws: dict[str, LakeTable], processed: LakeZone, done: dict, until: dict
-) -> dict[str, pl.DataFrame]:
-    """Each source's versions since the history last ran (the first source's found deletions among them),
-    recorded in its versions table."""
+def new_source_versions(table: WarehouseTable, raws: dict[str, LakeTable], done: dict, until: dict) -> dict:
+    """Per source, its versions since the history last ran by input: the raw table's, and the reconciliation's
+    deletions of the first source's rows."""
 
-    def record(name: str) -> pl.DataFrame:
+    def read(name: str) -> dict[str, pl.DataFrame]:
         new = {name: _new_versions(raws[name], done.get(name), until[name])}
-        consumed = {name: until[name]}
         if name == table.sources[0] and until[DELETIONS] is not None:
             new[DELETIONS] = _new_deletions(raws[name], done.get(DELETIONS), until[DELETIONS])
-            consumed[DELETIONS] = until[DELETIONS]
-        return _record_versions(processed, table, name, new, consumed)
+        return new
 
-    return for_each_source(record, table.sources)
+    return for_each_source(read, table.sources)
 
 
 def process_history(table: WarehouseTable, raws: dict[str, LakeTable], processed: LakeZone) -> Outcome:
@@ -154,9 +157,14 @@ def process_history(table: WarehouseTable, raws: dict[str, LakeTable], processed
     if all(until[name] == done.get(name) for name in until):
         empty = pl.DataFrame(schema=table.schema)
         return Outcome(None, {"rows_written": 0, "changed": False}, evaluate_rules(table, empty))
-    new = new_source_versions(table, raws, processed, done, until)
+    by_input = new_source_versions(table, raws, done, until)
+    new = {source: pl.concat(list(frames.values())) for source, frames in by_input.items()}
     members = touched_members(table, processed, new)
-    states = history_rows(table, member_versions(table, processed, members), order=VERSION)
+    versions = member_versions(table, processed, members, new)
+    for source, frames in by_input.items():  # recorded before the history's own commit: a kill loses nothing
+        record_versions(processed, table, source, frames, {name: until[name] for name in frames})
+    states = history_rows(table, versions, order=VERSION)
+    del versions, new, by_input
     quality = checked(table, states, ", ".join(f"raw/{name}" for name in table.sources))
     gone = ended_states(table, processed, members, states)
     consumed = {name: version for name, version in until.items() if version is not None}

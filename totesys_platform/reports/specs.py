@@ -17,15 +17,20 @@ class Summary:
     fact: str  # a warehouse fact table
     groups: tuple[tuple[str, str], ...]  # (column, SQL expression over a current-version row; {w}: the warehouse)
     measures: tuple[tuple[str, str], ...]  # (column, SQL expression summed); the first counts rows
+    join: str = ""  # a join to the rows that the group expressions read ({w}: the warehouse)
 
 
 SALES = (("orders", "1"), ("units", "units_sold"), ("revenue", "units_sold * unit_price"))
-# The salesperson's department when the order version was booked (its last_updated), from their history: the
-# state that had not ended by then (the first known one, for a booking older than any captured state).
-# (Their current department while their history is not loaded yet; "unknown" for a salesperson in neither.)
+# The salesperson's state when the order version was booked (its last_updated), from their history: a join
+# (hashed on the salesperson, so a rebuild over every order is one pass); a booking older than any captured
+# state takes the first one, a salesperson with no history yet their current department, else "unknown".
+BOOKED = "(last_updated_date + last_updated_time)"
+STATE_WHEN_BOOKED = f"""LEFT JOIN {{w}}.dim_staff_history booked_state ON booked_state.staff_id = sales_staff_id
+    AND booked_state.valid_from <= {BOOKED} AND (booked_state.valid_to IS NULL OR booked_state.valid_to > {BOOKED})"""
 DEPARTMENT_WHEN_BOOKED = """coalesce(
-    (SELECT h.department_name FROM {w}.dim_staff_history h WHERE h.staff_id = sales_staff_id
-       AND (h.valid_to IS NULL OR h.valid_to > last_updated_date + last_updated_time) ORDER BY h.valid_from LIMIT 1),
+    booked_state.department_name,
+    (SELECT h.department_name FROM {w}.dim_staff_history h WHERE h.staff_id = sales_staff_id ORDER BY h.valid_from
+       LIMIT 1),
     (SELECT s.department_name FROM {w}.dim_staff s WHERE s.staff_id = sales_staff_id),
     'unknown')"""
 SUMMARIES: tuple[Summary, ...] = (
@@ -58,6 +63,7 @@ SUMMARIES: tuple[Summary, ...] = (
         "fact_sales_order",
         (("department_name", DEPARTMENT_WHEN_BOOKED), ("currency_id", "currency_id")),
         SALES,
+        join=STATE_WHEN_BOOKED,
     ),
     Summary(
         "sum_purchases_by_counterparty",

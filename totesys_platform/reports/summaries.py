@@ -61,13 +61,14 @@ def ensure_report_views(conn: psycopg.Connection, warehouse_schema: str) -> str:
                 sql.SQL("sum({}) AS {}").format(sql.SQL(e), sql.Identifier(n)) for n, e in summary.measures
             )
             conn.execute(
-                sql.SQL("CREATE TABLE {r}.{s} AS SELECT {g}, {m} FROM {w}.{f} GROUP BY {k} WITH NO DATA").format(
+                sql.SQL("CREATE TABLE {r}.{s} AS SELECT {g}, {m} FROM {w}.{f} {j} GROUP BY {k} WITH NO DATA").format(
                     r=r,
                     s=sql.Identifier(summary.name),
                     g=groups,
                     m=measures,
                     w=w,
                     f=sql.Identifier(summary.fact),
+                    j=_expression(summary.join, w),
                     k=sql.SQL(", ").join(sql.SQL(str(i + 1)) for i in range(len(summary.groups))),
                 )
             )
@@ -142,7 +143,7 @@ def _truncate(conn: psycopg.Connection, r: sql.Identifier, names: list[str]) -> 
 
 def _used_columns(table: WarehouseTable, summaries: list[Summary]) -> list[str]:
     """The fact's columns a version is identified by, and those the summaries' expressions read."""
-    expressions = " ".join(e for s in summaries for _, e in (*s.groups, *s.measures))
+    expressions = " ".join(e for s in summaries for _, e in (*s.groups, *s.measures, ("join", s.join)))
     used = {c.name for c in table.columns if re.search(rf"\b{re.escape(c.name)}\b", expressions)}
     return [c.name for c in table.columns if c.name in {*table.version_key, *used}]
 
@@ -174,7 +175,7 @@ def _summary_insert(w, r, summary: Summary, rows: sql.Composable, *, signed: boo
     group_names = sql.SQL(", ").join(sql.Identifier(n) for n, _ in summary.groups)
     measure_names = [sql.Identifier(n) for n, _ in summary.measures]
     measure = "sum(_sign * ({}))" if signed else "sum({})"
-    query = sql.SQL("INSERT INTO {r}.{s} AS t ({gn}, {mn}) SELECT {g}, {m} FROM {rows} GROUP BY {gi}").format(
+    query = sql.SQL("INSERT INTO {r}.{s} AS t ({gn}, {mn}) SELECT {g}, {m} FROM {rows} {j} GROUP BY {gi}").format(
         r=r,
         s=sql.Identifier(summary.name),
         gn=group_names,
@@ -182,6 +183,7 @@ def _summary_insert(w, r, summary: Summary, rows: sql.Composable, *, signed: boo
         g=sql.SQL(", ").join(_expression(e, w) for _, e in summary.groups),
         m=sql.SQL(", ").join(sql.SQL(measure).format(sql.SQL(e)) for _, e in summary.measures),
         rows=rows,
+        j=_expression(summary.join, w),
         gi=sql.SQL(", ").join(sql.SQL(str(i + 1)) for i in range(len(summary.groups))),
     )
     if signed:
