@@ -12,17 +12,21 @@ re-derives the same states from the same versions: nothing is appended twice.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import polars as pl
 
 from totesys_platform.catalog import SOURCE_TABLES_BY_NAME, VALID_FROM, WarehouseTable
 from totesys_platform.processed.build import VERSION, Outcome, checked, for_each_source, versions_table
-from totesys_platform.processed.rules import evaluate_rules
+from totesys_platform.processed.rules import evaluate_rules, merge_results
 from totesys_platform.processed.star import DELETED, history_rows
 from totesys_platform.raw.reconcile import DELETIONS
 from totesys_platform.resources.delta_settings import CONSUMED_KEY
-from totesys_platform.resources.io_managers import LakeTable, TableMerge
+from totesys_platform.resources.io_managers import LakeTable, TableAppend, TableMerge
 from totesys_platform.resources.lake import LakeZone
-from totesys_platform.resources.spool import Spool
+from totesys_platform.resources.spool import Spool, restore_types
+
+MEMBERS_PER_BATCH = 100_000
 
 
 def _new_versions(raw: LakeTable, after: int | None, until: int) -> pl.DataFrame:
@@ -106,15 +110,26 @@ def member_versions(
     table: WarehouseTable, processed: LakeZone, members: pl.Series, new: dict[str, pl.DataFrame]
 ) -> dict[str, pl.DataFrame]:
     """Every version of the members (recorded before, and new), and of the joined rows they ever referenced."""
-    primary = table.source
-    recorded = _recorded(processed, table, primary.name, primary.primary_key, members)
-    versions = {primary.name: pl.concat([recorded, new[primary.name]])}
+    primary, key = table.source, table.source.primary_key
+    recorded = _recorded(processed, table, primary.name, key, members)
+    fresh = new[primary.name].filter(pl.col(key).is_between(members.min(), members.max()))  # members: sorted
+    versions = {primary.name: pl.concat([recorded, fresh.filter(pl.col(key).is_in(members.implode()))])}
     for lookup, link in table.joins.items():
         key = SOURCE_TABLES_BY_NAME[lookup].primary_key
         linked = versions[primary.name][link].drop_nulls().unique()
         fresh = new[lookup].filter(pl.col(key).is_in(linked.implode()))
         versions[lookup] = pl.concat([_recorded(processed, table, lookup, key, linked), fresh])
     return versions
+
+
+def derive_states(
+    table: WarehouseTable, processed: LakeZone, members: pl.Series, new: dict[str, pl.DataFrame]
+) -> Iterator[pl.DataFrame]:
+    """The members' states, a batch of members at a time: a backfill's memory is one batch's, whatever the
+    dimension's size (members are independent; what they join is small)."""
+    for start in range(0, members.len(), MEMBERS_PER_BATCH):
+        batch = members.slice(start, MEMBERS_PER_BATCH)
+        yield history_rows(table, member_versions(table, processed, batch, new), order=VERSION)
 
 
 def ended_states(table: WarehouseTable, processed: LakeZone, members: pl.Series, states: pl.DataFrame):
@@ -147,6 +162,18 @@ def new_source_versions(table: WarehouseTable, raws: dict[str, LakeTable], done:
     return for_each_source(read, table.sources)
 
 
+def _history_output(table: WarehouseTable, processed: LakeZone, members: pl.Series, spool: Spool, consumed: dict):
+    """The first build appends the spooled states; later ones merge them (a few members' states, in hand) on
+    (key, valid_from) and delete the members' states that are no longer."""
+    if processed.version(table.name) is None:
+        return TableAppend(spool, consumed, table.schema, append_only=False, record_progress=True), None
+    with spool:
+        reader = spool.reader()
+        states = restore_types(pl.from_arrow(reader.read_all()), table.schema) if reader else table.schema.to_frame()
+    gone = ended_states(table, processed, members, states)
+    return TableMerge(states, table.key, consumed, match=(table.key, VALID_FROM), removed=gone), gone
+
+
 def process_history(table: WarehouseTable, raws: dict[str, LakeTable], processed: LakeZone) -> Outcome:
     """Re-derive the states of every member the new raw versions touch, and merge them."""
     done = processed.consumed(table.name)
@@ -158,21 +185,27 @@ def process_history(table: WarehouseTable, raws: dict[str, LakeTable], processed
         empty = pl.DataFrame(schema=table.schema)
         return Outcome(None, {"rows_written": 0, "changed": False}, evaluate_rules(table, empty))
     by_input = new_source_versions(table, raws, done, until)
-    new = {source: pl.concat(list(frames.values())) for source, frames in by_input.items()}
+    new = {source: pl.concat(list(frames.values()), rechunk=False) for source, frames in by_input.items()}
     members = touched_members(table, processed, new)
-    versions = member_versions(table, processed, members, new)
-    for source, frames in by_input.items():  # recorded before the history's own commit: a kill loses nothing
-        record_versions(processed, table, source, frames, {name: until[name] for name in frames})
-    states = history_rows(table, versions, order=VERSION)
-    del versions, new, by_input
-    quality = checked(table, states, ", ".join(f"raw/{name}" for name in table.sources))
-    gone = ended_states(table, processed, members, states)
-    consumed = {name: version for name, version in until.items() if version is not None}
-    output = TableMerge(states, table.key, {CONSUMED_KEY: consumed}, match=(table.key, VALID_FROM), removed=gone)
+    spool, quality = Spool(), None
+    try:
+        for states in derive_states(table, processed, members, new):
+            quality = merge_results(quality, checked(table, states, ", ".join(f"raw/{n}" for n in table.sources)))
+            spool.add(states)
+        del new
+        for source, frames in by_input.items():  # recorded before the history's own commit: a kill loses nothing
+            record_versions(processed, table, source, frames, {name: until[name] for name in frames})
+    except BaseException:
+        spool.close()
+        raise
+    if quality is None:  # no member touched
+        quality = evaluate_rules(table, pl.DataFrame(schema=table.schema))
+    consumed = {CONSUMED_KEY: {name: version for name, version in until.items() if version is not None}}
+    output, gone = _history_output(table, processed, members, spool, consumed)
     metadata = {
-        "rows_written": states.height,
+        "rows_written": spool.rows,
         "members_touched": members.len(),
         "states_removed": 0 if gone is None else gone.height,
-        "raw_versions": str(consumed),
+        "raw_versions": str(consumed[CONSUMED_KEY]),
     }
     return Outcome(output, metadata, quality)
