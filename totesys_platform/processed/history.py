@@ -67,15 +67,17 @@ def record_versions(processed: LakeZone, table: WarehouseTable, source: str, new
     table, but those a killed run appended already."""
     name = versions_table(table, source)
     recorded = processed.consumed(name)
-    if all(recorded.get(key, -1) >= version for key, version in until.items()):
+    if all(recorded.get(given, -1) >= version for given, version in until.items()):
         return
-    unrecorded = pl.concat([frame.filter(pl.col(VERSION) > recorded.get(key, -1)) for key, frame in new.items()])
+    primary_key = SOURCE_TABLES_BY_NAME[source].primary_key
     with Spool() as spool:
-        spool.add(unrecorded.sort(SOURCE_TABLES_BY_NAME[source].primary_key))
+        for given, frame in new.items():  # one input at a time, copied only where a killed run recorded some
+            done = recorded.get(given, -1)
+            unrecorded = frame.filter(pl.col(VERSION) > done) if done >= 0 else frame
+            spool.add(unrecorded if unrecorded[primary_key].is_sorted() else unrecorded.sort(primary_key))
         reader = spool.reader() if spool.rows else None
-        processed.append(
-            name, reader, {CONSUMED_KEY: until}, append_only=True, empty_commit=True, empty_schema=unrecorded.clear()
-        )
+        empty = pl.DataFrame(schema=_versions_schema(source))
+        processed.append(name, reader, {CONSUMED_KEY: until}, append_only=True, empty_commit=True, empty_schema=empty)
 
 
 def _rows_where(processed: LakeZone, name: str, column: str, values: pl.Series) -> pl.DataFrame | None:
