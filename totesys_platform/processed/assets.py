@@ -25,7 +25,7 @@ from totesys_platform.processed.checks import (
 )
 from totesys_platform.processed.history import process_history
 from totesys_platform.raw.checks import raw_key
-from totesys_platform.resources.io_managers import LakeTable
+from totesys_platform.resources.io_managers import LakeTable, TableMerge
 from totesys_platform.resources.lake import LakeZone, OldLayoutError, ZoneDataError
 from totesys_platform.resources.postgres import PostgresResource
 
@@ -102,10 +102,12 @@ def _materialize(context, table: WarehouseTable, upstream: dict, processed_zone:
             try:
                 # Nothing new (None) still materialises, so the warehouse step after it confirms it is current.
                 yield dg.Output(outcome.output, output_name=table.name, metadata=outcome.metadata)
-            finally:
+            finally:  # committed: what the output held is let go before the step's next table
                 spool = getattr(outcome.output, "spool", None)
                 if spool is not None:
                     spool.close()
+                if isinstance(outcome.output, TableMerge):
+                    outcome.output.frame = outcome.output.removed = None  # type: ignore[assignment]
     except BatchRejectedError as rejected:
         yield quality_check_result(table, rejected.results, key)
         raise dg.Failure(description=str(rejected), allow_retries=False) from rejected
