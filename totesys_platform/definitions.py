@@ -19,7 +19,7 @@ from totesys_platform.processed.assets import build_processed_assets
 from totesys_platform.raw.assets import build_raw_assets
 from totesys_platform.raw.checks import RECONCILE_JOB, build_reconciliation_check
 from totesys_platform.reports.assets import build_report_assets
-from totesys_platform.resources.io_managers import lake_io_manager, lake_table_handles
+from totesys_platform.resources.io_managers import lake_io_manager
 from totesys_platform.resources.lake import LakeZone
 from totesys_platform.resources.postgres import PostgresResource
 from totesys_platform.settings import Settings, load_settings
@@ -68,7 +68,6 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "processed_zone": processed,
         "raw_io_manager": lake_io_manager("ingestion_zone"),
         "processed_io_manager": lake_io_manager("processed_zone"),
-        "processed_tables": lake_table_handles("processed_zone"),
         "reports_zone": LakeZone(url=settings.reports_url, zone_name="reports"),
         "warehouse": WarehouseConfig(schema_name=settings.warehouse_schema),
     }

@@ -93,9 +93,8 @@ def test_warehouse_assets_carry_the_30_minute_freshness_policy_and_retries(tmp_p
         "reconcile_source_with_the_lake",
     )
     asset_steps = [n for n in job.graph.node_defs if not n.name.endswith(check_steps)]
-    # One raw multi-asset; 11 processed and 11 warehouse steps (a dimension and its history in one);
-    # source_deletions; one reports multi-asset.
-    assert len(asset_steps) == 25
+    # One raw multi-asset, 18 processed, 18 warehouse and source_deletions, one reports multi-asset.
+    assert len(asset_steps) == 39
     assert all(node.retry_policy and node.retry_policy.max_retries == 2 for node in asset_steps)
     assert {s.name for s in defs.sensors} == {
         "totesys_change_sensor",

@@ -25,7 +25,7 @@ from totesys_platform.processed.checks import (
 )
 from totesys_platform.processed.history import process_history
 from totesys_platform.raw.checks import raw_key
-from totesys_platform.resources.io_managers import LakeTable, TableMerge
+from totesys_platform.resources.io_managers import LakeTable
 from totesys_platform.resources.lake import LakeZone, OldLayoutError, ZoneDataError
 from totesys_platform.resources.postgres import PostgresResource
 
@@ -64,16 +64,14 @@ def _process(table: WarehouseTable, inputs: dict[str, LakeTable], processed_zone
     return process_calendar(table, inputs, processed_zone, dt.date.today())
 
 
-def step_tables() -> list[list[WarehouseTable]]:
-    """The tables each processed step builds: a dimension with its history (the same raw versions, one step),
-    every other table alone."""
-    histories = {t.history_of: t for t in WAREHOUSE_TABLES if t.is_history}
-    return [[t, *([histories[t.name]] if t.name in histories else [])] for t in WAREHOUSE_TABLES if not t.is_history]
+def build_processed_asset(table: WarehouseTable, **asset_kwargs) -> dg.AssetsDefinition:
+    key = processed_key(table.name)
+    inputs = _inputs(table)
 
-
-def _out(table: WarehouseTable) -> dg.AssetOut:
-    return dg.AssetOut(
-        key=processed_key(table.name),
+    @dg.asset(
+        key=key,
+        ins={name: dg.AssetIn(key=upstream, dagster_type=LakeTable) for name, upstream in inputs.items()},
+        deps=[processed_key(d) for d in looked_up_dimensions(table)],
         group_name=PROCESSED_GROUP,
         description=f"{table.description} (processed zone, Delta table)",
         kinds={"polars", "deltalake"},
@@ -83,52 +81,9 @@ def _out(table: WarehouseTable) -> dg.AssetOut:
             **table_metadata(table, raw_key, warehouse=False),
         },
         owners=OWNERS,
-        io_manager_key="processed_io_manager",
-        is_required=False,
-    )
-
-
-def _materialize(context, table: WarehouseTable, upstream: dict, processed_zone: LakeZone, warehouse_db):
-    """One table's next commit (its output) and its checks' results."""
-    key = processed_key(table.name)
-    try:
-        # One run at a time builds this table's next commit (the lock lives in the warehouse database).
-        with warehouse_db.exclusive(
-            f"totesys_platform processed {processed_zone.url} {table.name}",
-            holder=f"totesys processed/{table.name} {context.run_id[:8]}",
-            log=context.log.warning,
-        ):
-            outcome = _process(table, upstream, processed_zone)
-            try:
-                # Nothing new (None) still materialises, so the warehouse step after it confirms it is current.
-                yield dg.Output(outcome.output, output_name=table.name, metadata=outcome.metadata)
-            finally:  # committed: what the output held is let go before the step's next table
-                spool = getattr(outcome.output, "spool", None)
-                if spool is not None:
-                    spool.close()
-                if isinstance(outcome.output, TableMerge):
-                    outcome.output.frame = outcome.output.removed = None  # type: ignore[assignment]
-    except BatchRejectedError as rejected:
-        yield quality_check_result(table, rejected.results, key)
-        raise dg.Failure(description=str(rejected), allow_retries=False) from rejected
-    except (ZoneDataError, OldLayoutError) as unreadable:  # permanent: a retry would read the same bytes
-        raise dg.Failure(description=str(unreadable), allow_retries=False) from unreadable
-    yield quality_check_result(table, outcome.quality, key)
-    if table.is_fact:
-        yield quarantine_check_result(table, outcome.quarantined, key)
-
-
-def build_processed_asset(tables: list[WarehouseTable], **asset_kwargs) -> dg.AssetsDefinition:
-    inputs = {name: upstream for table in tables for name, upstream in _inputs(table).items()}
-
-    @dg.multi_asset(
-        name=f"processed__{tables[0].name}",
-        outs={table.name: _out(table) for table in tables},
-        ins={name: dg.AssetIn(key=upstream, dagster_type=LakeTable) for name, upstream in inputs.items()},
-        deps=[processed_key(d) for table in tables for d in looked_up_dimensions(table)],
         pool="totesys_processed",
-        check_specs=[spec for table in tables for spec in processed_check_specs(table, processed_key(table.name))],
-        can_subset=True,
+        check_specs=processed_check_specs(table, key),
+        io_manager_key="processed_io_manager",
         **asset_kwargs,
     )
     def _processed(
@@ -138,23 +93,36 @@ def build_processed_asset(tables: list[WarehouseTable], **asset_kwargs) -> dg.As
         **upstream: LakeTable,
     ):
         processed_zone.check_reachable()
-        mine = [t for t in tables if processed_key(t.name) in context.selected_asset_keys]
         # This step's tables first, then those of the run's other processed steps, loaded while they run.
         selected = context.job_def.asset_layer.selected_asset_keys
-        others = [t for t in WAREHOUSE_TABLES if t not in tables and processed_key(t.name) in selected]
-        processed_zone.preload([name for t in [*mine, *others] for name in zone_tables(t)])
-        checks = context.selected_asset_check_keys
-        for table in mine:
-            for event in _materialize(context, table, upstream, processed_zone, warehouse_db):
-                # Only the checks the run selected (a run may select an asset without its checks).
-                if (
-                    not isinstance(event, dg.AssetCheckResult)
-                    or dg.AssetCheckKey(event.asset_key, event.check_name) in checks
-                ):
-                    yield event
+        others = [t for t in WAREHOUSE_TABLES if t is not table and processed_key(t.name) in selected]
+        processed_zone.preload([*zone_tables(table), *(name for t in others for name in zone_tables(t))])
+        try:
+            # One run at a time builds this table's next commit (the lock lives in the warehouse database).
+            with warehouse_db.exclusive(
+                f"totesys_platform processed {processed_zone.url} {table.name}",
+                holder=f"totesys processed/{table.name} {context.run_id[:8]}",
+                log=context.log.warning,
+            ):
+                outcome = _process(table, upstream, processed_zone)
+                try:
+                    # Nothing new (None) still materialises, so the warehouse step after it confirms it is current.
+                    yield dg.Output(outcome.output, metadata=outcome.metadata)
+                finally:
+                    spool = getattr(outcome.output, "spool", None)
+                    if spool is not None:
+                        spool.close()
+        except BatchRejectedError as rejected:
+            yield quality_check_result(table, rejected.results)
+            raise dg.Failure(description=str(rejected), allow_retries=False) from rejected
+        except (ZoneDataError, OldLayoutError) as unreadable:  # permanent: a retry would read the same bytes
+            raise dg.Failure(description=str(unreadable), allow_retries=False) from unreadable
+        yield quality_check_result(table, outcome.quality)
+        if table.is_fact:
+            yield quarantine_check_result(table, outcome.quarantined)
 
     return _processed
 
 
 def build_processed_assets(**asset_kwargs) -> list[dg.AssetsDefinition]:
-    return [build_processed_asset(tables, **asset_kwargs) for tables in step_tables()]
+    return [build_processed_asset(t, **asset_kwargs) for t in WAREHOUSE_TABLES]

@@ -19,11 +19,10 @@ def quarantine_check_name(table: WarehouseTable) -> str:
     return f"{table.name}_quarantine_is_empty"
 
 
-def quality_check_result(table: WarehouseTable, results: list[RuleResult], key: dg.AssetKey) -> dg.AssetCheckResult:
+def quality_check_result(table: WarehouseTable, results: list[RuleResult]) -> dg.AssetCheckResult:
     errors = [r for r in results if r.is_error and r.offending]
     warnings = [r for r in results if not r.is_error and r.offending]
     return dg.AssetCheckResult(
-        asset_key=key,
         check_name=quality_check_name(table),
         passed=not errors and not warnings,
         severity=dg.AssetCheckSeverity.ERROR if errors else dg.AssetCheckSeverity.WARN,
@@ -37,13 +36,10 @@ def quality_check_result(table: WarehouseTable, results: list[RuleResult], key: 
     )
 
 
-def quarantine_check_result(
-    table: WarehouseTable, quarantined: list[pl.DataFrame], key: dg.AssetKey
-) -> dg.AssetCheckResult:
+def quarantine_check_result(table: WarehouseTable, quarantined: list[pl.DataFrame]) -> dg.AssetCheckResult:
     bad = pl.concat(quarantined) if quarantined else pl.DataFrame(schema=QUARANTINE_SCHEMA)
     by_rule = bad.group_by("rule").len().sort("rule")
     return dg.AssetCheckResult(
-        asset_key=key,
         check_name=quarantine_check_name(table),
         passed=bad.is_empty(),
         severity=dg.AssetCheckSeverity.WARN,

@@ -159,17 +159,6 @@ class LakeIOManager(dg.IOManager):
         return frame.collect() if wanted is pl.DataFrame else frame
 
 
-def lake_table_handles(zone_key: str) -> dg.InputManagerDefinition:
-    """An input manager that hands a step its upstream table as a `LakeTable` (a step whose inputs are named
-    per table, and so cannot be typed by annotation)."""
-
-    @dg.input_manager(required_resource_keys={zone_key}, description=f"LakeTable handles on {zone_key} tables")
-    def manager(context: dg.InputContext) -> LakeTable:
-        return LakeTable(getattr(context.resources, zone_key), context.asset_key.path[-1])
-
-    return manager
-
-
 def lake_io_manager(zone_key: str) -> dg.IOManagerDefinition:
     """The IO manager of the zone resource `zone_key`: the very resource the run's assets use, so that what
     the run has in hand of a table (see RunTables) is loaded once, whether an asset or the manager reads it."""

@@ -6,9 +6,9 @@ selects only the check): one step per table, and no second connection or table l
 
 import dagster as dg
 
-from totesys_platform.catalog import SOURCE_TABLES, WarehouseTable
+from totesys_platform.catalog import SOURCE_TABLES, WAREHOUSE_TABLES, WarehouseTable
 from totesys_platform.columns import OWNERS, table_metadata
-from totesys_platform.processed.assets import processed_key, step_tables
+from totesys_platform.processed.assets import processed_key
 from totesys_platform.raw.checks import raw_key
 from totesys_platform.resources.io_managers import LakeTable
 from totesys_platform.resources.lake import LakeZone, OldLayoutError, ZoneDataError
@@ -68,69 +68,64 @@ def load_metadata(result: LoadResult, processed: LakeTable, table: WarehouseTabl
     }
 
 
-def _spec(table: WarehouseTable, freshness_policy: dg.FreshnessPolicy | None) -> dg.AssetSpec:
-    return dg.AssetSpec(
-        warehouse_key(table.name),
-        deps=[processed_key(table.name), *(warehouse_key(d) for d in table.referenced_dimensions)],
-        group_name=WAREHOUSE_GROUP,
-        description=f"{table.description} (warehouse table)",
-        kinds={"postgres"},
-        metadata={
-            "load": LOADS[table.build],
-            "key": ", ".join(table.version_key),
-            **table_metadata(table, processed_key, warehouse=True),
-        },
-        owners=OWNERS,
-        freshness_policy=freshness_policy,
-        skippable=True,
-    )
-
-
 def build_warehouse_asset(
-    tables: list[WarehouseTable],
+    table: WarehouseTable,
     *,
     freshness_policy: dg.FreshnessPolicy | None = None,
     retry_policy: dg.RetryPolicy | None = None,
 ) -> dg.AssetsDefinition:
-    """One step loads its tables (a dimension and its history, or one table) and evaluates their
-    reconciliation checks."""
-    checks = {t.name: reconciliation_check_spec(t) for t in tables if t.build != "calendar"}
+    key = warehouse_key(table.name)
+    checks = [reconciliation_check_spec(table)] if table.build != "calendar" else []
 
     @dg.multi_asset(
-        name=f"warehouse__{tables[0].name}",
-        specs=[_spec(table, freshness_policy) for table in tables],
-        ins={t.name: dg.AssetIn(key=processed_key(t.name), input_manager_key="processed_tables") for t in tables},
-        check_specs=list(checks.values()),
+        name=f"warehouse__{table.name}",
+        specs=[
+            dg.AssetSpec(
+                key,
+                deps=[processed_key(table.name), *(warehouse_key(d) for d in table.referenced_dimensions)],
+                group_name=WAREHOUSE_GROUP,
+                description=f"{table.description} (warehouse table)",
+                kinds={"postgres"},
+                metadata={
+                    "load": LOADS[table.build],
+                    "key": ", ".join(table.version_key),
+                    **table_metadata(table, processed_key, warehouse=True),
+                },
+                owners=OWNERS,
+                freshness_policy=freshness_policy,
+                skippable=True,
+            )
+        ],
+        ins={"processed": dg.AssetIn(key=processed_key(table.name))},  # typed LakeTable by the annotation
+        check_specs=checks,
         can_subset=True,  # the reconciliation check may run alone (on demand, from the UI)
         pool="totesys_warehouse",
         retry_policy=retry_policy,
     )
     def _warehouse(
         context: dg.AssetExecutionContext,
+        processed: LakeTable,
         warehouse_db: PostgresResource,
         warehouse: WarehouseConfig,
         ingestion_zone: LakeZone,
         processed_zone: LakeZone,
-        **processed: LakeTable,
     ):
         schema = warehouse.schema_name
         with warehouse_db.connect() as conn:
-            for table in tables:
-                key, recorded = warehouse_key(table.name), None  # a check run on its own counts the table
-                if key in context.selected_asset_keys:
-                    result = load_into_warehouse(conn, processed[table.name], table, schema, warehouse_db)
-                    recorded = result.table_rows
-                    metadata = load_metadata(result, processed[table.name], table, schema)
-                    yield dg.MaterializeResult(asset_key=key, metadata=metadata)
-                spec = checks.get(table.name)
-                if spec is not None and spec.key in context.selected_asset_check_keys:
+            recorded = None  # a check run on its own counts the table
+            if key in context.selected_asset_keys:
+                result = load_into_warehouse(conn, processed, table, schema, warehouse_db)
+                recorded = result.table_rows
+                yield dg.MaterializeResult(asset_key=key, metadata=load_metadata(result, processed, table, schema))
+            for spec in checks:
+                if spec.key in context.selected_asset_check_keys:
                     yield reconciliation_check_result(table, ingestion_zone, processed_zone, conn, schema, recorded)
 
     return _warehouse
 
 
 def build_warehouse_assets(**asset_kwargs) -> list[dg.AssetsDefinition]:
-    return [build_warehouse_asset(tables, **asset_kwargs) for tables in step_tables()]
+    return [build_warehouse_asset(t, **asset_kwargs) for t in WAREHOUSE_TABLES]
 
 
 def build_source_deletions_asset(
