@@ -1,12 +1,10 @@
 """End to end under `dagster dev`: the daemon's change sensor keeps the warehouse fresh with nobody clicking."""
 
 import contextlib
-import json
 import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -16,6 +14,7 @@ import pytest
 from totesys_platform.automation import IN_FLIGHT
 from totesys_platform.cli import ensure_dagster_home
 from totesys_platform_tests.conftest import REPO, free_port, make_settings, stop_process_group
+from totesys_platform_tests.test_definitions import graphql
 
 BIN = Path(sys.executable).parent
 
@@ -96,16 +95,6 @@ COLUMNS_QUERY = """{ assetNodes(assetKeys: [{path: ["warehouse", "dim_staff_hist
   } } }"""
 
 
-def graphql(port: int, query: str) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())["data"]
-
-
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_dagster_dev_sensor_runs_bring_source_changes_to_the_warehouse(tmp_path, sample_source, new_database):
@@ -119,7 +108,7 @@ def test_dagster_dev_sensor_runs_bring_source_changes_to_the_warehouse(tmp_path,
         # The UI's catalog shows each table's columns, meanings and lineage.
         nodes = {
             tuple(n["assetKey"]["path"]): n["metadataEntries"]
-            for n in graphql(server.port, COLUMNS_QUERY)["assetNodes"]
+            for n in graphql(server.port, COLUMNS_QUERY)["data"]["assetNodes"]
         }
         history = next(e for e in nodes[("warehouse", "dim_staff_history")] if e["label"] == "dagster/column_schema")
         assert [(c["name"], c["type"]) for c in history["schema"]["columns"]][-3:] == [

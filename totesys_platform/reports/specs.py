@@ -131,6 +131,7 @@ def _sales(orders: str = "orders", revenue: str = "revenue", when: str = "") -> 
 CURRENCY = ReportColumn("currency_code", "varchar", "Currency of the amounts", ("dim_currency.currency_code",))
 ORDERS, REVENUE = _sales()
 UNITS = ReportColumn("units", "bigint", "Bags sold", ("fact_sales_order.units_sold",))
+SALES_FIGURES = (CURRENCY, ORDERS, UNITS, REVENUE)  # a sales report's figures, per currency
 
 
 REPORTS: tuple[Report, ...] = (
@@ -149,10 +150,7 @@ REPORTS: tuple[Report, ...] = (
             ReportColumn(
                 "month", "date", "First day of the month the orders were created", ("fact_sales_order.created_date",)
             ),
-            CURRENCY,
-            ORDERS,
-            UNITS,
-            REVENUE,
+            *SALES_FIGURES,
         ),
     ),
     Report(
@@ -170,10 +168,7 @@ REPORTS: tuple[Report, ...] = (
         (
             ReportColumn("design_id", "integer", "Design identifier", ("dim_design.design_id",)),
             ReportColumn("design_name", "varchar", "Name of the tote-bag design", ("dim_design.design_name",)),
-            CURRENCY,
-            ORDERS,
-            UNITS,
-            REVENUE,
+            *SALES_FIGURES,
         ),
     ),
     Report(
@@ -191,10 +186,7 @@ REPORTS: tuple[Report, ...] = (
         (
             ReportColumn("country", "varchar", "Country the orders are delivered to", ("dim_location.country",)),
             ReportColumn("city", "varchar", "City the orders are delivered to", ("dim_location.city",)),
-            CURRENCY,
-            ORDERS,
-            UNITS,
-            REVENUE,
+            *SALES_FIGURES,
         ),
     ),
     Report(
@@ -215,10 +207,7 @@ REPORTS: tuple[Report, ...] = (
                 "staff_name", "text", "Their first and last name", ("dim_staff.first_name", "dim_staff.last_name")
             ),
             ReportColumn("department_name", "varchar", "Their department now", ("dim_staff.department_name",)),
-            CURRENCY,
-            ORDERS,
-            UNITS,
-            REVENUE,
+            *SALES_FIGURES,
         ),
     ),
     Report(
