@@ -61,9 +61,8 @@ def latest_versions(
     return frame[winners]
 
 
-def _conform(frame: pl.DataFrame, table: WarehouseTable, missing: tuple[str, ...] = ()) -> pl.DataFrame:
-    """The table's columns in order and types (`missing`: left out, made later)."""
-    return frame.select(pl.col(name).cast(dtype) for name, dtype in table.schema.items() if name not in missing)
+def _conform(frame: pl.DataFrame, table: WarehouseTable) -> pl.DataFrame:
+    return frame.select(pl.col(name).cast(dtype) for name, dtype in table.schema.items())
 
 
 # --- Facts -------------------------------------------------------------------------------------
@@ -112,11 +111,11 @@ def with_lookups(table: WarehouseTable, rows: pl.DataFrame, lookups: dict[str, p
     for lookup, link in table.joins.items():
         key = SOURCE_TABLES_BY_NAME[lookup].primary_key
         taken = [origin[1] for c in table.data_columns if (origin := table.origin(c)) and origin[0] == lookup]
-        extra = [c for c in lookups[lookup].columns if c.startswith("_")]
+        extra = [c for c in lookups[lookup].columns if c.startswith((f"_from_{lookup}", f"_to_{lookup}"))]
         right = lookups[lookup].select(
             pl.col(key).alias(link), *extra, *(pl.col(n).alias(f"{lookup}.{n}") for n in taken)
         )
-        rows = rows.join(right, on=link, how="left", suffix=f"_{lookup}")
+        rows = rows.join(right, on=link, how="left")
     return rows
 
 
@@ -217,6 +216,7 @@ def history_rows(table: WarehouseTable, versions: dict[str, pl.DataFrame], order
 
 
 def _conform_with(frame: pl.DataFrame, table: WarehouseTable, *more: str) -> pl.DataFrame:
+    """The table's columns the frame has, in order and types, then `more` as they are."""
     held = [pl.col(n).cast(t) for n, t in table.schema.items() if n in frame.columns]
     return frame.select(*held, *more)
 
