@@ -26,8 +26,10 @@ def source_schema(table: SourceTable) -> dg.TableSchema:
                 description=c.description,
                 constraints=dg.TableColumnConstraints(
                     nullable=c.nullable,
-                    unique=c.name == table.primary_key,
-                    other=["primary key (one row per version in the lake)"] if c.name == table.primary_key else [],
+                    # the lake holds every version: unique with the cursor, not alone
+                    other=[f"primary key at the source; unique with {table.cursor} here"]
+                    if c.name == table.primary_key
+                    else [],
                 ),
             )
             for c in table.columns

@@ -66,6 +66,8 @@ def test_constraints_and_the_lineage_table_come_from_the_catalog(graph):
     currency = schema(graph, dg.AssetKey(["warehouse", "dim_currency"]))
     assert "is one of GBP, USD, EUR" in currency["currency_code"].constraints.other
     assert currency["currency_id"].constraints.other == ["primary key"]
+    raw = schema(graph, dg.AssetKey(["raw", "payment"]))["payment_id"].constraints  # a key with every version
+    assert not raw.unique and raw.other == ["primary key at the source; unique with last_updated here"]
     history = schema(graph, dg.AssetKey(["warehouse", "dim_staff_history"]))
     assert "primary key (staff_id, valid_from)" in history["valid_from"].constraints.other
     assert history["valid_to"].constraints.nullable and not history["is_current"].constraints.nullable
