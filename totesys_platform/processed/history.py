@@ -29,37 +29,40 @@ from totesys_platform.resources.spool import Spool, restore_types
 MEMBERS_PER_BATCH = 100_000
 
 
+def _versions_schema(source: str) -> dict:
+    return {**SOURCE_TABLES_BY_NAME[source].schema, VERSION: pl.Int64, DELETED: pl.Boolean}
+
+
+def _as_versions(source: str, frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """Frames of a source's versions in the versions tables' columns and types (empty when none)."""
+    schema = _versions_schema(source)
+    joined = pl.concat([pl.DataFrame(schema=schema), *frames], how="diagonal_relaxed")
+    return joined.select(pl.col(n).cast(t) for n, t in schema.items())
+
+
 def _new_versions(raw: LakeTable, after: int | None, until: int) -> pl.DataFrame:
     """The source's versions committed after `after` up to `until`, with their commit."""
-    source = SOURCE_TABLES_BY_NAME[raw.name]
-    schema = {**source.schema, VERSION: pl.Int64, DELETED: pl.Boolean}
-    frames = [frame.with_columns(pl.lit(False).alias(DELETED)) for frame in raw.changes(after, until=until)]
-    new = pl.concat([pl.DataFrame(schema=schema), *frames], how="diagonal_relaxed")
-    return new.select(pl.col(n).cast(t) for n, t in schema.items())
+    changes = raw.changes(after, until=until)
+    return _as_versions(raw.name, [frame.with_columns(pl.lit(False).alias(DELETED)) for frame in changes])
 
 
 def _new_deletions(raw: LakeTable, after: int | None, until: int) -> pl.DataFrame:
     """The source's rows the reconciliation found deleted since `after`, as versions flagged deleted at the
     time they were found."""
     source = SOURCE_TABLES_BY_NAME[raw.name]
-    schema = {**source.schema, VERSION: pl.Int64, DELETED: pl.Boolean}
-    found = [f.filter(pl.col("table_name") == raw.name) for f in LakeTable(raw.zone, DELETIONS).changes(after, until)]
-    deletions = (
-        pl.concat(found).select(
-            pl.col("source_id").alias(source.primary_key),
-            pl.col("detected_at").alias(source.cursor),
-            VERSION,
-            pl.lit(True).alias(DELETED),
-        )
-        if found
-        else None
+    found = LakeTable(raw.zone, DELETIONS).changes(after, until)
+    return _as_versions(
+        raw.name,
+        [
+            f.filter(pl.col("table_name") == raw.name).select(
+                pl.col("source_id").alias(source.primary_key),
+                pl.col("detected_at").alias(source.cursor),
+                VERSION,
+                pl.lit(True).alias(DELETED),
+            )
+            for f in found
+        ],
     )
-    frames = [pl.DataFrame(schema=schema), *([deletions] if deletions is not None else [])]
-    return pl.concat(frames, how="diagonal_relaxed").select(pl.col(n).cast(t) for n, t in schema.items())
-
-
-def _versions_schema(source: str) -> dict:
-    return {**SOURCE_TABLES_BY_NAME[source].schema, VERSION: pl.Int64, DELETED: pl.Boolean}
 
 
 def record_versions(processed: LakeZone, table: WarehouseTable, source: str, new: dict, until: dict) -> None:
