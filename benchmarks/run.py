@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.run                       # scales 1, 10, 100; 100 and 10,000 events
     .venv/bin/python -m benchmarks.run --scales 1,10 --events 100
+    .venv/bin/python -m benchmarks.run --peer --scales 10,100,300 --events 100   # the results README's figures
 
 For each scale, on the embedded PostgreSQL (fresh source and warehouse databases, empty lake folders):
 1. generate the source (deterministic, --seed);
@@ -278,6 +279,7 @@ def markdown(results: list[dict], meta: dict) -> str:
             f"{r.get('stage_rows', {}).get('warehouse', r.get('rows', ''))} | {r.get('peak_rss_mb', '')} | "
             f"{r.get('limit_seconds', '')} | {r.get('vs_limit') or ''} |"
         )
+    lines += peak_lines(results)
     lines += [
         "",
         "## Ratios",
@@ -291,6 +293,30 @@ def markdown(results: list[dict], meta: dict) -> str:
             f"{ratio['reference_seconds']:.2f} | {ratio['ratio']:.2f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def peak_lines(results: list[dict]) -> list[str]:
+    """Peak RSS by stage (the process's RSS sampled while the stage's steps ran), and the step with the
+    highest, for our runs."""
+    lines = [
+        "",
+        "## Peak RSS by stage (MB)",
+        "",
+        "| scale | case | " + " | ".join(STAGES) + " | highest step |",
+        "|---|---|" + "---|" * len(STAGES) + "---|",
+    ]
+    for r in results:
+        if "stage_peak_rss_mb" not in r:
+            continue
+        stages = " | ".join(str(r["stage_peak_rss_mb"].get(s, "")) for s in STAGES)
+        steps = r.get("step_peak_rss_mb") or {}
+        top = max(steps, key=steps.get, default="")
+        lines.append(f"| {r['scale']} | {r['case']} | {stages} | {top} {steps.get(top, '')} |")
+    backfills = sorted((r["scale"], r["peak_rss_mb"]) for r in results if r["case"] == "full backfill")
+    if len(backfills) > 1:
+        (small, low), (large, high) = backfills[0], backfills[-1]
+        lines += ["", f"Backfill peak RSS, scale {large} / scale {small}: {high} / {low} MB = {high / low:.2f}x."]
+    return lines
 
 
 def ratios(results: list[dict]) -> list[dict]:

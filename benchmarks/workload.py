@@ -98,6 +98,7 @@ def main() -> None:
     wall = time.perf_counter() - started
     sampler.running = False
     starts, seconds, rows, peaks = {}, defaultdict(float), defaultdict(int), defaultdict(float)
+    step_peaks: dict[str, float] = {}
     events: dict[str, int] = defaultdict(int)
     steps = 0
     for entry in instance.all_logs(result.run_id):
@@ -112,7 +113,8 @@ def main() -> None:
         elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and event.step_key in starts:
             stage = stage_of(event.step_key)
             seconds[stage] += entry.timestamp - starts[event.step_key]
-            peaks[stage] = max(peaks[stage], sampler.peak_mb(starts[event.step_key], entry.timestamp))
+            step_peaks[event.step_key] = sampler.peak_mb(starts[event.step_key], entry.timestamp)
+            peaks[stage] = max(peaks[stage], step_peaks[event.step_key])
         elif event.event_type_value == "ASSET_MATERIALIZATION":
             stage, n = rows_of(event)
             rows[stage] += n
@@ -123,6 +125,7 @@ def main() -> None:
         "stage_seconds": {k: round(v, 3) for k, v in seconds.items()},
         "stage_rows": dict(rows),
         "stage_peak_rss_mb": dict(peaks),
+        "step_peak_rss_mb": step_peaks,  # in the order the steps ended
         # Dagster's own cost per run follows its steps and stored events (each is a write to the event log).
         "steps": steps,
         "events": sum(events.values()),

@@ -162,7 +162,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         warehouse_schema=schema,
         lookback_seconds=_positive_int(env, "TOTESYS_LOOKBACK_SECONDS", 900),
-        extract_chunk_rows=_positive_int(env, "TOTESYS_EXTRACT_CHUNK_ROWS", 250_000),
+        extract_chunk_rows=_positive_int(env, "TOTESYS_EXTRACT_CHUNK_ROWS", 50_000),
         sensor_interval_seconds=_positive_int(env, "TOTESYS_SENSOR_INTERVAL_SECONDS", 300),
         alert_interval_seconds=_positive_int(env, "TOTESYS_ALERT_INTERVAL_SECONDS", 60),
         max_retries=_positive_int(env, "TOTESYS_MAX_RETRIES", 2, minimum=0),

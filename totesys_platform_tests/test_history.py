@@ -11,7 +11,7 @@ from totesys_platform.catalog import HISTORY_TABLES, SOURCE_TABLES, WAREHOUSE_TA
 from totesys_platform.resources.lake import LakeZone
 from totesys_platform.source.simulator import Simulator
 from totesys_platform_tests.conftest import run_graph
-from totesys_platform_tests.test_pipeline import rows, warehouse_rows
+from totesys_platform_tests.test_pipeline import assert_warehouse_matches_source, rows, warehouse_rows
 from totesys_platform_tests.test_reports import normalise, report_rows
 
 CAPTURED = "captured_versions"
@@ -108,12 +108,15 @@ def raw_only(settings):
 
 @pytest.mark.slow
 def test_the_history_keeps_every_captured_state_exactly_through_changes_and_a_killed_run(platform, monkeypatch):
-    from totesys_platform.processed import history
+    from totesys_platform.processed import build, history
 
-    monkeypatch.setattr(history, "MEMBERS_PER_BATCH", 7)  # the backfill derives its members in many batches
+    # The first builds reduce their versions 20 keys at a time, the later runs derive 7 members at a time.
+    monkeypatch.setattr(build, "KEYS_PER_RANGE", 20)
+    monkeypatch.setattr(history, "MEMBERS_PER_BATCH", 7)
     assert run_graph(platform).success
     capture_versions(platform.source_url)
     assert_histories_match(platform)
+    assert_warehouse_matches_source(platform)
     with psycopg.connect(platform.source_url) as conn:
         twice = conn.execute("UPDATE staff SET first_name = 'Ann' WHERE staff_id = 3 RETURNING staff_id").fetchone()
         conn.execute("UPDATE staff SET last_updated = now() WHERE staff_id = 3")

@@ -34,10 +34,13 @@ from totesys_platform.processed.star import (
 from totesys_platform.resources.delta_settings import CONSUMED_KEY
 from totesys_platform.resources.io_managers import LakeTable, TableAppend, TableMerge
 from totesys_platform.resources.lake import LakeZone
-from totesys_platform.resources.spool import Spool
+from totesys_platform.resources.spool import KeyRangeSpool, Spool
 
 VERSION = "_commit_version"
 T = TypeVar("T")
+# A first build reads every raw version of its source: spooled by ranges of this many keys and reduced a
+# range at a time (see KeyRangeSpool), its memory is one range's, whatever the table's size.
+KEYS_PER_RANGE = 100_000
 # dim_date runs ahead of the data: orders agreed for next year find their dates already there.
 CALENDAR_AHEAD = dt.timedelta(days=365)
 
@@ -216,6 +219,45 @@ def _joined_rows(
     return build_dimension(table, rows)
 
 
+def key_ranges(key: str) -> KeyRangeSpool:
+    """An empty spool of rows by ranges of `key` (KEYS_PER_RANGE keys a range)."""
+    return KeyRangeSpool(key, KEYS_PER_RANGE)
+
+
+def spooled_by_key(raw: LakeTable, after: int | None, until: int) -> KeyRangeSpool:
+    """The raw versions committed after `after` up to `until`, spooled by ranges of their key."""
+    ranges = key_ranges(SOURCE_TABLES_BY_NAME[raw.name].primary_key)
+    try:
+        for chunk in raw.changes(after, until=until):
+            ranges.add(chunk)
+    except BaseException:
+        ranges.close()
+        raise
+    return ranges
+
+
+def _first_build(table: WarehouseTable, raw: LakeTable, until: int) -> Outcome:
+    """A single-source dimension's first build: the latest version of every key, a range of keys at a time,
+    spooled and appended as the table's first commit."""
+    source = SOURCE_TABLES_BY_NAME[raw.name]
+    spool, quality = Spool(), evaluate_rules(table, pl.DataFrame(schema=table.schema))
+    try:
+        with spooled_by_key(raw, None, until) as ranges:
+            for versions in ranges.frames(pl.Schema({**source.schema, VERSION: pl.Int64})):
+                latest = latest_versions(versions, source.primary_key, source.cursor, then=VERSION).drop(VERSION)
+                rows = build_dimension(table, {source.name: latest})
+                quality = merge_results(quality, checked(table, rows, f"raw/{source.name}"))
+                spool.add(rows)
+    except BaseException:
+        spool.close()
+        raise
+    consumed = {CONSUMED_KEY: {source.name: until}}
+    output = TableAppend(spool, consumed, table.schema, append_only=False, record_progress=True)
+    return Outcome(
+        output, {"rows_written": spool.rows, "changed": True, "raw_versions": str({source.name: until})}, quality
+    )
+
+
 def process_dimension(table: WarehouseTable, raws: dict[str, LakeTable], processed: LakeZone) -> Outcome:
     """Merge the latest new version of every changed member into the dimension."""
     done = processed.consumed(table.name)
@@ -227,6 +269,8 @@ def process_dimension(table: WarehouseTable, raws: dict[str, LakeTable], process
         return Outcome(
             None, {"rows_written": 0, "changed": False}, evaluate_rules(table, pl.DataFrame(schema=table.schema))
         )
+    if not table.joins and processed.version(table.name) is None:
+        return _first_build(table, raws[table.sources[0]], until[table.sources[0]])  # type: ignore[arg-type]
     new = for_each_source(lambda name: _latest_new(raws[name], done.get(name), until[name]), table.sources)  # type: ignore[arg-type]
     if table.joins:
         rows = _joined_rows(table, processed, new, until)  # type: ignore[arg-type]

@@ -12,19 +12,26 @@ re-derives the same states from the same versions: nothing is appended twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import polars as pl
 
 from totesys_platform.catalog import SOURCE_TABLES_BY_NAME, VALID_FROM, WarehouseTable
-from totesys_platform.processed.build import VERSION, Outcome, checked, for_each_source, versions_table
+from totesys_platform.processed.build import (
+    VERSION,
+    Outcome,
+    checked,
+    for_each_source,
+    key_ranges,
+    versions_table,
+)
 from totesys_platform.processed.rules import evaluate_rules, merge_results
 from totesys_platform.processed.star import DELETED, history_rows
 from totesys_platform.raw.reconcile import DELETIONS
 from totesys_platform.resources.delta_settings import CONSUMED_KEY
 from totesys_platform.resources.io_managers import LakeTable, TableAppend, TableMerge
 from totesys_platform.resources.lake import LakeZone
-from totesys_platform.resources.spool import Spool, restore_types
+from totesys_platform.resources.spool import KeyRangeSpool, Spool, restore_types
 
 MEMBERS_PER_BATCH = 100_000
 
@@ -65,18 +72,20 @@ def _new_deletions(raw: LakeTable, after: int | None, until: int) -> pl.DataFram
     )
 
 
-def record_versions(processed: LakeZone, table: WarehouseTable, source: str, new: dict, until: dict) -> None:
-    """Append the new versions (by input: the source's raw table, its deletions) to the source's versions
-    table, but those a killed run appended already."""
+def record_versions(
+    processed: LakeZone, table: WarehouseTable, source: str, frames: Iterable[pl.DataFrame], until: dict
+) -> None:
+    """Append the source's new versions (from its raw table, and from the deletions: flagged DELETED) to its
+    versions table, but those a killed run appended already."""
     name = versions_table(table, source)
     recorded = processed.consumed(name)
     if all(recorded.get(given, -1) >= version for given, version in until.items()):
         return
     primary_key = SOURCE_TABLES_BY_NAME[source].primary_key
+    done = pl.when(pl.col(DELETED)).then(recorded.get(DELETIONS, -1)).otherwise(recorded.get(source, -1))
     with Spool() as spool:
-        for given, frame in new.items():  # one input at a time, copied only where a killed run recorded some
-            done = recorded.get(given, -1)
-            unrecorded = frame.filter(pl.col(VERSION) > done) if done >= 0 else frame
+        for frame in frames:  # copied only where a killed run recorded some
+            unrecorded = frame.filter(pl.col(VERSION) > done) if recorded else frame
             spool.add(unrecorded if unrecorded[primary_key].is_sorted() else unrecorded.sort(primary_key))
         reader = spool.reader() if spool.rows else None
         empty = pl.DataFrame(schema=_versions_schema(source))
@@ -154,7 +163,9 @@ def _inputs_until(table: WarehouseTable, raws: dict[str, LakeTable]) -> dict[str
     return {**{name: raws[name].version() for name in table.sources}, DELETIONS: primary.zone.version(DELETIONS)}
 
 
-def new_source_versions(table: WarehouseTable, raws: dict[str, LakeTable], done: dict, until: dict) -> dict:
+def new_source_versions(
+    table: WarehouseTable, raws: dict[str, LakeTable], done: dict, until: dict, sources: tuple[str, ...]
+) -> dict:
     """Per source, its versions since the history last ran by input: the raw table's, and the reconciliation's
     deletions of the first source's rows."""
 
@@ -164,14 +175,12 @@ def new_source_versions(table: WarehouseTable, raws: dict[str, LakeTable], done:
             new[DELETIONS] = _new_deletions(raws[name], done.get(DELETIONS), until[DELETIONS])
         return new
 
-    return for_each_source(read, table.sources)
+    return for_each_source(read, sources)
 
 
 def _history_output(table: WarehouseTable, processed: LakeZone, members: pl.Series, spool: Spool, consumed: dict):
-    """The first build appends the spooled states; later ones merge them (a few members' states, in hand) on
-    (key, valid_from) and delete the members' states that are no longer."""
-    if processed.version(table.name) is None:
-        return TableAppend(spool, consumed, table.schema, append_only=False, record_progress=True), None
+    """The touched members' states (a few, in hand) merged on (key, valid_from), and deleted those of their
+    states that no longer exist (the first build appends: see _first_build)."""
     with spool:
         reader = spool.reader()
         states = restore_types(pl.from_arrow(reader.read_all()), table.schema) if reader else table.schema.to_frame()
@@ -189,7 +198,9 @@ def process_history(table: WarehouseTable, raws: dict[str, LakeTable], processed
     if all(until[name] == done.get(name) for name in until):
         empty = pl.DataFrame(schema=table.schema)
         return Outcome(None, {"rows_written": 0, "changed": False}, evaluate_rules(table, empty))
-    by_input = new_source_versions(table, raws, done, until)
+    if processed.version(table.name) is None:
+        return _first_build(table, raws, processed, done, until)
+    by_input = new_source_versions(table, raws, done, until, table.sources)
     new = {source: pl.concat(list(frames.values()), rechunk=False) for source, frames in by_input.items()}
     members = touched_members(table, processed, new)
     spool, quality = Spool(), None
@@ -199,7 +210,7 @@ def process_history(table: WarehouseTable, raws: dict[str, LakeTable], processed
             spool.add(states)
         del new
         for source, frames in by_input.items():  # recorded before the history's own commit: a kill loses nothing
-            record_versions(processed, table, source, frames, {name: until[name] for name in frames})
+            record_versions(processed, table, source, frames.values(), {name: until[name] for name in frames})
     except BaseException:
         spool.close()
         raise
@@ -211,6 +222,57 @@ def process_history(table: WarehouseTable, raws: dict[str, LakeTable], processed
         "rows_written": spool.rows,
         "members_touched": members.len(),
         "states_removed": 0 if gone is None else gone.height,
+        "raw_versions": str(consumed[CONSUMED_KEY]),
+    }
+    return Outcome(output, metadata, quality)
+
+
+def _spooled_versions(table: WarehouseTable, raws: dict[str, LakeTable], done: dict, until: dict) -> KeyRangeSpool:
+    """The first source's new versions and deletions, spooled by ranges of its key."""
+    source = table.source
+    ranges = key_ranges(source.primary_key)
+    try:
+        for chunk in raws[source.name].changes(done.get(source.name), until=until[source.name]):
+            ranges.add(_as_versions(source.name, [chunk.with_columns(pl.lit(False).alias(DELETED))]))
+        if until[DELETIONS] is not None:
+            ranges.add(_new_deletions(raws[source.name], done.get(DELETIONS), until[DELETIONS]))
+    except BaseException:
+        ranges.close()
+        raise
+    return ranges
+
+
+def _first_build(table: WarehouseTable, raws: dict[str, LakeTable], processed: LakeZone, done: dict, until: dict):
+    """The history's first build: every member's states derived a range of members at a time from the first
+    source's versions spooled by key (the joined sources' versions are small and held), so its memory is one
+    range's whatever the dimension's size; the versions are recorded, then the states appended."""
+    source, lookups = table.source.name, table.sources[1:]
+    by_input = new_source_versions(table, raws, done, until, lookups) if lookups else {}
+    joined = {name: pl.concat(list(frames.values())) for name, frames in by_input.items()}
+    label = ", ".join(f"raw/{n}" for n in table.sources)
+    spool, quality, members = Spool(), evaluate_rules(table, pl.DataFrame(schema=table.schema)), 0
+    schema = pl.Schema(_versions_schema(source))
+    try:
+        with _spooled_versions(table, raws, done, until) as ranges:
+            for fresh in ranges.frames(schema):
+                touched = fresh[table.source.primary_key].unique().sort()
+                members += touched.len()
+                for states in derive_states(table, processed, touched, {source: fresh, **joined}):
+                    quality = merge_results(quality, checked(table, states, label))
+                    spool.add(states)
+            inputs = {source: until[source], **({DELETIONS: until[DELETIONS]} if until[DELETIONS] is not None else {})}
+            record_versions(processed, table, source, ranges.frames(schema), inputs)
+        for name, frames in by_input.items():
+            record_versions(processed, table, name, frames.values(), {given: until[given] for given in frames})
+    except BaseException:
+        spool.close()
+        raise
+    consumed = {CONSUMED_KEY: {name: version for name, version in until.items() if version is not None}}
+    output = TableAppend(spool, consumed, table.schema, append_only=False, record_progress=True)
+    metadata = {
+        "rows_written": spool.rows,
+        "members_touched": members,
+        "states_removed": 0,
         "raw_versions": str(consumed[CONSUMED_KEY]),
     }
     return Outcome(output, metadata, quality)

@@ -53,6 +53,8 @@ COMPACT_APPEND_ONLY_AFTER_FILES = 200
 COMPACT_TARGET_BYTES = 32 * 2**20
 # Rows of a change feed handed to a reader at a time (see LakeZone.changes).
 CHANGE_CHUNK_ROWS = 200_000
+# Rows of a table's snapshot (a warehouse backfill's read) handed to a reader at a time.
+SNAPSHOT_BATCH_ROWS = 200_000
 
 
 def key_filter(frame: pl.DataFrame, key: str) -> str:

@@ -39,6 +39,7 @@ from totesys_platform.resources.delta_settings import (
     COMPACT_MERGED_TARGET_BYTES,
     COMPACT_TARGET_BYTES,
     DELTA_COMMIT_INFO,
+    SNAPSHOT_BATCH_ROWS,
     TABLE_CONFIGURATION,
     as_text,
     consumed_versions,
@@ -263,7 +264,13 @@ class LakeZone(dg.ConfigurableResource):
         """The table's rows as of `version`, a bounded batch at a time."""
         try:
             table = DeltaTable(self.uri(name), version=version, storage_options=self.storage_options)
-            for batch in table.to_pyarrow_dataset().to_batches(columns=columns, batch_size=250_000):
+            # One file and two batches read ahead (pyarrow's defaults, 4 files and 16 batches, held several
+            # hundred MB of a big table in memory while the warehouse was still loading the first ones).
+            dataset = table.to_pyarrow_dataset()
+            batches = dataset.to_batches(
+                columns=columns, batch_size=SNAPSHOT_BATCH_ROWS, batch_readahead=2, fragment_readahead=1
+            )
+            for batch in batches:
                 if batch.num_rows:
                     yield pl.from_arrow(batch)  # type: ignore[misc]
         except (DeltaError, OSError) as err:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import queue
 from collections.abc import Iterable
 from importlib import resources
 
@@ -14,6 +15,21 @@ from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
 from totesys_platform.catalog import SOURCE_TABLES, SOURCE_TABLES_BY_NAME
+
+# Blocks (of up to 128 KB) a COPY may have encoded ahead of the server; see BoundedQueuedWriter.
+COPY_QUEUE_BLOCKS = 32
+
+
+class BoundedQueuedWriter(QueuedLibpqWriter):
+    """psycopg's queued COPY writer (a thread sends one block while the next chunk is encoded here) with a
+    queue of COPY_QUEUE_BLOCKS blocks instead of its 1,024. Encoding outruns the server's parsing and index
+    maintenance, so the queue runs full: 1,024 queued slices (each holding its whole encoded chunk alive)
+    made a big table's load hold a few hundred MB; a short queue keeps the server just as busy."""
+
+    def __init__(self, cursor: psycopg.Cursor) -> None:
+        super().__init__(cursor)
+        self._queue = queue.Queue(maxsize=COPY_QUEUE_BLOCKS)
+
 
 # Insert order that satisfies the foreign keys.
 LOAD_ORDER = (
@@ -70,7 +86,7 @@ def copy_frames(conn: psycopg.Connection, table: str | sql.Composable, frames: I
                 columns = sql.SQL(", ").join(sql.Identifier(c) for c in frame.columns)
                 target = sql.Identifier(table) if isinstance(table, str) else table
                 statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(target, columns)
-                copy = stack.enter_context(cursor.copy(statement, writer=QueuedLibpqWriter(cursor)))
+                copy = stack.enter_context(cursor.copy(statement, writer=BoundedQueuedWriter(cursor)))
             buffer = io.BytesIO()
             # Quoting every non-null string keeps '' distinct from NULL (an unquoted empty field).
             frame.write_csv(buffer, include_header=False, quote_style="non_numeric", null_value="")
