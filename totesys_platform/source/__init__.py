@@ -17,14 +17,15 @@ from psycopg.copy import QueuedLibpqWriter
 from totesys_platform.catalog import SOURCE_TABLES, SOURCE_TABLES_BY_NAME
 
 # Blocks (of up to 128 KB) a COPY may have encoded ahead of the server; see BoundedQueuedWriter.
-COPY_QUEUE_BLOCKS = 32
+COPY_QUEUE_BLOCKS = 256
 
 
 class BoundedQueuedWriter(QueuedLibpqWriter):
     """psycopg's queued COPY writer (a thread sends one block while the next chunk is encoded here) with a
-    queue of COPY_QUEUE_BLOCKS blocks instead of its 1,024. Encoding outruns the server's parsing and index
-    maintenance, so the queue runs full: 1,024 queued slices (each holding its whole encoded chunk alive)
-    made a big table's load hold a few hundred MB; a short queue keeps the server just as busy."""
+    queue of COPY_QUEUE_BLOCKS blocks (32 MB) instead of its 1,024. Encoding outruns the server's parsing and
+    index maintenance, so the queue runs full, and each queued slice holds its whole encoded chunk alive: the
+    bound keeps that to a few chunks. Measured on a 1.6 M-row fact: 32 blocks loaded 8% slower than 1,024,
+    256 as fast."""
 
     def __init__(self, cursor: psycopg.Cursor) -> None:
         super().__init__(cursor)
