@@ -55,6 +55,9 @@ COMPACT_TARGET_BYTES = 32 * 2**20
 CHANGE_CHUNK_ROWS = 200_000
 # Rows of a table's snapshot (a warehouse backfill's read) handed to a reader at a time.
 SNAPSHOT_BATCH_ROWS = 200_000
+# Rows per Parquet row group of an appended file (delta-rs writes 1,048,576): a reader decodes a row group's
+# columns at once, so a fact table's first load into the warehouse held a million rows of it at a time.
+ROW_GROUP_ROWS = 131_072
 
 
 def key_filter(frame: pl.DataFrame, key: str) -> str:

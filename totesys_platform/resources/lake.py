@@ -27,8 +27,9 @@ import fsspec
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
+from pyarrow.dataset import ParquetFragmentScanOptions
 from pydantic import PrivateAttr
 
 from totesys_platform.resources.delta_settings import (
@@ -39,6 +40,7 @@ from totesys_platform.resources.delta_settings import (
     COMPACT_MERGED_TARGET_BYTES,
     COMPACT_TARGET_BYTES,
     DELTA_COMMIT_INFO,
+    ROW_GROUP_ROWS,
     SNAPSHOT_BATCH_ROWS,
     TABLE_CONFIGURATION,
     as_text,
@@ -264,11 +266,15 @@ class LakeZone(dg.ConfigurableResource):
         """The table's rows as of `version`, a bounded batch at a time."""
         try:
             table = DeltaTable(self.uri(name), version=version, storage_options=self.storage_options)
-            # One file and two batches read ahead (pyarrow's defaults, 4 files and 16 batches, held several
-            # hundred MB of a big table in memory while the warehouse was still loading the first ones).
-            dataset = table.to_pyarrow_dataset()
-            batches = dataset.to_batches(
-                columns=columns, batch_size=SNAPSHOT_BATCH_ROWS, batch_readahead=2, fragment_readahead=1
+            # One file and two batches read ahead, a row group's columns read as they are decoded (pyarrow's
+            # defaults, 4 files and 16 batches with whole row groups buffered, held several hundred MB of a
+            # big table while the warehouse was still loading the first rows).
+            batches = table.to_pyarrow_dataset().to_batches(
+                columns=columns,
+                batch_size=SNAPSHOT_BATCH_ROWS,
+                batch_readahead=2,
+                fragment_readahead=1,
+                fragment_scan_options=ParquetFragmentScanOptions(pre_buffer=False),
             )
             for batch in batches:
                 if batch.num_rows:
@@ -418,6 +424,7 @@ class LakeZone(dg.ConfigurableResource):
                 configuration=configuration if table is None else None,
                 storage_options=self.storage_options if table is None else None,
                 commit_properties=self._commit_properties(metadata),
+                writer_properties=WriterProperties(max_row_group_size=ROW_GROUP_ROWS),
             )
         except OSError as err:
             raise ZoneUnavailableError(f"{self.zone_name} zone {self.uri(name)}: cannot write: {err}") from err
